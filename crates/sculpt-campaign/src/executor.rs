@@ -1,0 +1,371 @@
+//! The executor: the one loop that runs a campaign. It alone asks the strategy, evaluates
+//! the candidate (compress, fine-tune, score), stores the trial, tells the strategy,
+//! reports to observers, honours the time limit and writes the report at the end. A trial
+//! that fails is stored as failed with its reason, and the campaign goes on.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use sculpt_latency::DeviceProfile;
+use sculpt_nn::{Dataset, Graph, Splits};
+use sculpt_search::{Nsga2, Nsga2Settings, Point, RandomSearch, SearchSpace, Strategy};
+use sculpt_store::{CampaignMeta, Store, TeacherRecord, TrialRecord, TrialState};
+
+use crate::config::{Campaign, StrategyKind, TeacherSource};
+use crate::error::{CampaignError, Result};
+use crate::observe::{Observer, Progress};
+use crate::space::{decode, search_space, trial_view};
+
+/// What a finished (or stopped) run leaves behind.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub out_dir: PathBuf,
+    pub layers: Vec<String>,
+    pub teacher: TeacherRecord,
+    pub trials: Vec<TrialRecord>,
+    pub budget_ms: Option<f64>,
+    /// Trials this run added (the rest were stored by earlier runs).
+    pub new_trials: usize,
+    /// Why the run ended before the campaign's trial count, if it did.
+    pub stopped_early: Option<String>,
+    pub summary: PathBuf,
+    pub figure: PathBuf,
+}
+
+/// Scores the teacher the same way trials are scored: accuracy on the validation split,
+/// latency from the model, size at its (f32) bit widths.
+pub fn evaluate_teacher(
+    model: &str,
+    teacher: &Graph,
+    val: &Dataset,
+    profile: &DeviceProfile,
+    batch_size: usize,
+) -> Result<TeacherRecord> {
+    Ok(TeacherRecord {
+        model: model.to_string(),
+        accuracy: sculpt_nn::accuracy(teacher, val)?,
+        latency_ms: sculpt_latency::estimate(teacher, profile, batch_size)?.total_ms(),
+        size_bytes: sculpt_compress::model_size_bytes(teacher),
+        params: teacher.num_params() as u64,
+        flops: teacher.flops()?,
+    })
+}
+
+fn load_teacher(
+    campaign: &Campaign,
+    splits: &Splits,
+    out: &Path,
+    observers: &mut [&mut dyn Observer],
+) -> Result<(String, Graph)> {
+    let graph = match &campaign.teacher {
+        TeacherSource::Weights(dir) => sculpt_nn::io::load(dir)?,
+        TeacherSource::Zoo { model, train } => {
+            let dir = out.join("teacher");
+            if dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
+                for o in observers.iter_mut() {
+                    o.on_phase(&format!(
+                        "reusing the teacher trained earlier in {}",
+                        dir.display()
+                    ));
+                }
+                sculpt_nn::io::load(&dir)?
+            } else {
+                for o in observers.iter_mut() {
+                    o.on_phase(&format!(
+                        "training teacher `{model}` on {} ({} epochs) into {}",
+                        splits.source,
+                        train.epochs,
+                        dir.display()
+                    ));
+                }
+                let (graph, metrics) =
+                    crate::teacher::train_model(model, splits, train, &dir, &mut |_| {})?;
+                for o in observers.iter_mut() {
+                    o.on_phase(&format!(
+                        "teacher trained: test accuracy {:.2}%, {:.0} samples/s",
+                        metrics.test_accuracy * 100.0,
+                        metrics.samples_per_second
+                    ));
+                }
+                graph
+            }
+        }
+    };
+    if graph.spec.input_shape != splits.train.sample_shape()
+        || graph.spec.num_classes != splits.train.num_classes
+    {
+        return Err(CampaignError::Invalid(format!(
+            "the teacher takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
+            graph.spec.input_shape,
+            graph.spec.num_classes,
+            splits.source,
+            splits.train.sample_shape(),
+            splits.train.num_classes
+        )));
+    }
+    let name = match &campaign.teacher {
+        TeacherSource::Zoo { model, .. } => model.clone(),
+        TeacherSource::Weights(_) => graph.spec.name.clone(),
+    };
+    Ok((name, graph))
+}
+
+fn build_strategy(campaign: &Campaign) -> Result<Box<dyn Strategy>> {
+    Ok(match campaign.strategy {
+        StrategyKind::Random => Box::new(RandomSearch::new(campaign.seed)),
+        StrategyKind::Nsga2 { population } => Box::new(Nsga2::new(
+            Nsga2Settings::default().with_population_size(population)?,
+            campaign.seed,
+        )),
+    })
+}
+
+/// Everything one trial evaluation needs, fixed for the whole run.
+struct Evaluator<'a> {
+    campaign: &'a Campaign,
+    space: &'a SearchSpace,
+    teacher: &'a Graph,
+    splits: &'a Splits,
+    teacher_logits: &'a Tensor,
+}
+
+struct Scores {
+    accuracy: f64,
+    latency_ms: f64,
+    size_bytes: u64,
+    params: u64,
+    flops: u64,
+}
+
+impl Evaluator<'_> {
+    fn score(&self, point: &Point, trial_id: u64) -> Result<Scores> {
+        let plan = decode(self.space, point, self.teacher)?;
+        let mut finetune = self.campaign.finetune.clone();
+        finetune.seed = self
+            .campaign
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(trial_id);
+        let (student, _) = sculpt_compress::apply(
+            self.teacher,
+            &plan,
+            &self.splits.train,
+            self.teacher_logits,
+            &finetune,
+        )?;
+        let accuracy = sculpt_nn::accuracy(&student, &self.splits.val)?;
+        let latency = sculpt_latency::estimate(
+            &student,
+            &self.campaign.profile,
+            self.campaign.latency_batch_size,
+        )?;
+        Ok(Scores {
+            accuracy,
+            latency_ms: latency.total_ms(),
+            size_bytes: sculpt_compress::model_size_bytes(&student),
+            params: student.num_params() as u64,
+            flops: student.flops()?,
+        })
+    }
+
+    /// Evaluates one candidate. Every failure, even a panic inside a library, becomes a
+    /// failed trial with its reason.
+    fn evaluate(
+        &self,
+        point: &Point,
+        trial_id: u64,
+        strategy: &str,
+        generation: Option<u32>,
+    ) -> TrialRecord {
+        let started = Instant::now();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.score(point, trial_id)));
+        let result = match outcome {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(panic) => Err(format!(
+                "internal error: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into())
+            )),
+        };
+        let value = |name: &str| self.space.value(point, name);
+        let mut record = TrialRecord {
+            trial_id,
+            state: TrialState::Complete,
+            strategy: strategy.to_string(),
+            generation,
+            temperature: value("temperature").unwrap_or(f64::NAN),
+            alpha: value("alpha").unwrap_or(f64::NAN),
+            prune: Default::default(),
+            bits: Default::default(),
+            accuracy: None,
+            latency_ms: None,
+            size_bytes: None,
+            params: None,
+            flops: None,
+            duration_s: 0.0,
+            error: None,
+        };
+        for layer in self.teacher.spec.linear_layers() {
+            record.prune.insert(
+                layer.clone(),
+                value(&format!("prune_{layer}")).unwrap_or(0.0),
+            );
+            record.bits.insert(
+                layer.clone(),
+                value(&format!("bits_{layer}")).map_or(32, |b| b as u32),
+            );
+        }
+        match result {
+            Ok(s) => {
+                record.accuracy = Some(s.accuracy);
+                record.latency_ms = Some(s.latency_ms);
+                record.size_bytes = Some(s.size_bytes);
+                record.params = Some(s.params);
+                record.flops = Some(s.flops);
+            }
+            Err(reason) => {
+                record.state = TrialState::Failed;
+                record.error = Some(reason);
+            }
+        }
+        record.duration_s = started.elapsed().as_secs_f64();
+        record
+    }
+}
+
+fn progress(campaign: &Campaign, trials: &[TrialRecord], teacher: &TeacherRecord) -> Progress {
+    let within = |t: &&TrialRecord| match (campaign.budget_ms, t.latency_ms) {
+        (Some(b), Some(l)) => l <= b,
+        _ => true,
+    };
+    Progress {
+        done: trials.len(),
+        total: campaign.trials.max(trials.len()),
+        failed: trials.iter().filter(|t| !t.is_complete()).count(),
+        hypervolume: sculpt_report::hypervolume(trials, teacher),
+        best_accuracy: trials
+            .iter()
+            .filter(|t| t.is_complete())
+            .filter(within)
+            .filter_map(|t| t.accuracy)
+            .fold(None, |best: Option<f64>, a| {
+                Some(best.map_or(a, |b| b.max(a)))
+            }),
+    }
+}
+
+/// Runs `campaign` into `out`, resuming from any trials a previous run stored there.
+pub fn run(
+    campaign: &Campaign,
+    out: &Path,
+    observers: &mut [&mut dyn Observer],
+) -> Result<RunOutcome> {
+    let started = Instant::now();
+    let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
+    let layer_names = |g: &Graph| g.spec.linear_layers();
+    // The store is opened (and locked) before the teacher is trained into the same folder.
+    std::fs::create_dir_all(out).map_err(|e| CampaignError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
+    let layers = layer_names(&teacher);
+    let mut store = Store::open(
+        out,
+        CampaignMeta {
+            name: campaign.name.clone(),
+            fingerprint: campaign.fingerprint(),
+            layers: layers.clone(),
+        },
+    )?;
+    let space = search_space(campaign, &teacher)?;
+    let teacher_record = evaluate_teacher(
+        &teacher_name,
+        &teacher,
+        &splits.val,
+        &campaign.profile,
+        campaign.latency_batch_size,
+    )?;
+    store.write_teacher(&teacher_record)?;
+    let teacher_logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
+    let mut strategy = build_strategy(campaign)?;
+    let evaluator = Evaluator {
+        campaign,
+        space: &space,
+        teacher: &teacher,
+        splits: &splits,
+        teacher_logits: &teacher_logits,
+    };
+
+    let done_before = store.trials().len();
+    for o in observers.iter_mut() {
+        o.on_start(
+            &campaign.name,
+            done_before,
+            campaign.trials.max(done_before),
+        );
+    }
+    let mut stopped_early = None;
+    while store.trials().len() < campaign.trials {
+        if let Some(limit) = campaign.max_minutes {
+            if started.elapsed().as_secs_f64() > limit * 60.0 {
+                stopped_early = Some(format!("time limit of {limit} minutes reached"));
+                break;
+            }
+        }
+        let history: Vec<_> = store
+            .trials()
+            .iter()
+            .map(|t| trial_view(t, &space, campaign.budget_ms))
+            .collect();
+        let trial_id = store
+            .trials()
+            .iter()
+            .map(|t| t.trial_id + 1)
+            .max()
+            .unwrap_or(0);
+        let proposal = strategy.ask(&space, &history, trial_id)?;
+        let record = evaluator.evaluate(
+            &proposal.point,
+            trial_id,
+            strategy.name(),
+            proposal.generation,
+        );
+        store.append(record.clone())?;
+        strategy.tell(&trial_view(&record, &space, campaign.budget_ms));
+        let p = progress(campaign, store.trials(), &teacher_record);
+        for o in observers.iter_mut() {
+            o.on_trial(&record, &p);
+        }
+    }
+    let p = progress(campaign, store.trials(), &teacher_record);
+    for o in observers.iter_mut() {
+        o.on_finish(&p);
+    }
+    let (summary, figure) = sculpt_report::write_report(
+        out,
+        &sculpt_report::Report {
+            campaign: &campaign.name,
+            layers: &layers,
+            trials: store.trials(),
+            teacher: &teacher_record,
+            budget_ms: campaign.budget_ms,
+        },
+    )?;
+    Ok(RunOutcome {
+        out_dir: out.to_path_buf(),
+        layers,
+        teacher: teacher_record,
+        trials: store.trials().to_vec(),
+        budget_ms: campaign.budget_ms,
+        new_trials: store.trials().len() - done_before,
+        stopped_early,
+        summary,
+        figure,
+    })
+}

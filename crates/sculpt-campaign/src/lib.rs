@@ -1,0 +1,18 @@
+//! sculpt-campaign owns a campaign from its TOML file to its finished report: the schema
+//! (read raw, then resolved into a checked `Campaign`), the teacher, the search space and
+//! its decoding into compression plans, and the one executor that runs the loop of ask,
+//! evaluate, store, tell and observe.
+
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod observe;
+pub mod space;
+pub mod teacher;
+
+pub use config::{Campaign, StrategyKind, TeacherSource};
+pub use error::{CampaignError, Result};
+pub use executor::{evaluate_teacher, run, RunOutcome};
+pub use observe::{Observer, Progress, ProgressBar};
+pub use space::{decode, search_space, trial_view};
+pub use teacher::{train_model, TrainMetrics};

@@ -1,0 +1,75 @@
+//! Training a model from the zoo (what `sculpt train` and a campaign without teacher
+//! weights do), and the metrics written beside it.
+
+use std::path::Path;
+
+use sculpt_nn::{Graph, Splits, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CampaignError, Result};
+
+/// What `metrics.json` holds for a trained model. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainMetrics {
+    pub model: String,
+    pub data: String,
+    pub seed: u64,
+    pub test_accuracy: f64,
+    pub val_accuracy: f64,
+    pub train_accuracy: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seconds_per_epoch: f64,
+    pub samples_per_second: f64,
+    pub params: usize,
+    pub size_bytes: u64,
+    pub flops: u64,
+}
+
+/// Trains zoo model `model` on `splits` and writes `model.toml`, `model.safetensors` and
+/// `metrics.json` into `out`. `on_epoch` sees each epoch's statistics (for progress).
+pub fn train_model(
+    model: &str,
+    splits: &Splits,
+    config: &TrainConfig,
+    out: &Path,
+    on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
+) -> Result<(Graph, TrainMetrics)> {
+    let mut graph = sculpt_nn::zoo::build(
+        model,
+        &splits.train.sample_shape(),
+        splits.train.num_classes,
+        config.seed,
+    )?;
+    let report = sculpt_nn::train(
+        &mut graph,
+        &splits.train,
+        config,
+        &sculpt_nn::train::cross_entropy,
+        &|_, w| Ok(w.clone()),
+        on_epoch,
+    )?;
+    let metrics = TrainMetrics {
+        model: model.to_string(),
+        data: splits.source.clone(),
+        seed: config.seed,
+        test_accuracy: sculpt_nn::accuracy(&graph, &splits.test)?,
+        val_accuracy: sculpt_nn::accuracy(&graph, &splits.val)?,
+        train_accuracy: sculpt_nn::accuracy(&graph, &splits.train)?,
+        epochs: report.epochs,
+        batch_size: config.batch_size,
+        learning_rate: config.learning_rate,
+        seconds_per_epoch: report.seconds_per_epoch,
+        samples_per_second: report.samples_per_second,
+        params: graph.num_params(),
+        size_bytes: sculpt_compress::model_size_bytes(&graph),
+        flops: graph.flops()?,
+    };
+    sculpt_nn::io::save(&graph, out)?;
+    let path = out.join(sculpt_nn::io::METRICS_FILE);
+    let text = serde_json::to_string_pretty(&metrics)
+        .map_err(|e| CampaignError::Invalid(e.to_string()))?;
+    sculpt_nn::io::write_atomic(&path, text.as_bytes())?;
+    Ok((graph, metrics))
+}

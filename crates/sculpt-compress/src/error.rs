@@ -1,0 +1,22 @@
+//! The one error type of sculpt-compress.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompressError {
+    #[error(transparent)]
+    Nn(#[from] sculpt_nn::NnError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("layer `{layer}`: {message}")]
+    Layer { layer: String, message: String },
+    #[error("invalid compression plan: {0}")]
+    Plan(String),
+}
+
+pub type Result<T> = std::result::Result<T, CompressError>;
+
+pub(crate) fn layer_error(layer: &str, message: impl Into<String>) -> CompressError {
+    CompressError::Layer {
+        layer: layer.to_string(),
+        message: message.into(),
+    }
+}

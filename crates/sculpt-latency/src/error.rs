@@ -1,0 +1,20 @@
+//! The one error type of sculpt-latency.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LatencyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Profile { path: PathBuf, message: String },
+    #[error("unknown device profile `{0}` (built in: {1})")]
+    UnknownProfile(String, String),
+    #[error(transparent)]
+    Nn(#[from] sculpt_nn::NnError),
+}
+
+pub type Result<T> = std::result::Result<T, LatencyError>;

@@ -1,0 +1,134 @@
+//! The analytic roofline model. Each Linear layer costs
+//! `max(flops / rate(bits), bytes / bandwidth) + overhead`, where bytes are its weights at
+//! their bit width (with scales), its f32 bias and its f32 input and output activations.
+//! Element-wise ops (ReLU) are taken as fused into the layer before them, and Flatten is a
+//! view, so neither is charged.
+
+use sculpt_nn::{Graph, Op};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::profile::DeviceProfile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Bound {
+    Compute,
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerLatency {
+    pub name: String,
+    pub seconds: f64,
+    pub bound: Bound,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyEstimate {
+    pub batch_size: usize,
+    pub layers: Vec<LayerLatency>,
+}
+
+impl LatencyEstimate {
+    pub fn total_ms(&self) -> f64 {
+        self.layers.iter().map(|l| l.seconds).sum::<f64>() * 1e3
+    }
+}
+
+/// Estimates the latency of one forward pass of `batch_size` samples on `profile`.
+pub fn estimate(
+    graph: &Graph,
+    profile: &DeviceProfile,
+    batch_size: usize,
+) -> Result<LatencyEstimate> {
+    let batch = batch_size.max(1) as f64;
+    let mut layers = Vec::new();
+    for node in &graph.spec.nodes {
+        if let Op::Linear {
+            in_features,
+            out_features,
+            bias,
+        } = node.op
+        {
+            let weight_name = format!("{}.weight", node.name);
+            let bits = graph
+                .spec
+                .weight_bits
+                .get(&weight_name)
+                .copied()
+                .unwrap_or(32);
+            let weight_bytes = sculpt_compress::tensor_size_bytes(
+                graph.param(&weight_name)?,
+                (bits < 32).then_some(bits),
+            ) as f64;
+            let bias_bytes = if bias { 4.0 * out_features as f64 } else { 0.0 };
+            let activation_bytes = 4.0 * batch * (in_features + out_features) as f64;
+            let flops = batch * 2.0 * (in_features * out_features) as f64;
+            let compute = flops / profile.rate_for_bits(bits);
+            let memory = (weight_bytes + bias_bytes + activation_bytes)
+                / profile.memory_bandwidth_bytes_per_s;
+            layers.push(LayerLatency {
+                name: node.name.clone(),
+                seconds: compute.max(memory) + profile.layer_overhead_s,
+                bound: if compute >= memory {
+                    Bound::Compute
+                } else {
+                    Bound::Memory
+                },
+            });
+        }
+    }
+    Ok(LatencyEstimate {
+        batch_size: batch_size.max(1),
+        layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn profile() -> DeviceProfile {
+        DeviceProfile {
+            name: "t".into(),
+            description: String::new(),
+            source: String::new(),
+            ops_per_second: crate::OpsPerSecond {
+                f32: 1e9,
+                int8: 4e9,
+                int4: 4e9,
+            },
+            memory_bandwidth_bytes_per_s: 1e9,
+            layer_overhead_s: 1e-6,
+        }
+    }
+
+    #[test]
+    fn hand_computed_roofline() {
+        let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        let est = estimate(&graph, &profile(), 1).unwrap();
+        // fc1: flops 2*64*256 = 32768 → 32.768 µs; bytes 4*(64*256 + 256 + 64 + 256)
+        // = 67840 → 67.84 µs: memory bound.
+        assert_eq!(est.layers[0].bound, Bound::Memory);
+        assert!((est.layers[0].seconds - (67.84e-6 + 1e-6)).abs() < 1e-12);
+        // At batch 256 the same layer is compute bound.
+        let big = estimate(&graph, &profile(), 256).unwrap();
+        assert_eq!(big.layers[0].bound, Bound::Compute);
+    }
+
+    #[test]
+    fn quantization_and_pruning_make_it_faster() {
+        let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        let base = estimate(&graph, &profile(), 1).unwrap().total_ms();
+        let bits: BTreeMap<String, u32> = [("fc2.weight".to_string(), 4)].into();
+        let q = sculpt_compress::quantize(&graph, &bits).unwrap();
+        let quantized = estimate(&q, &profile(), 1).unwrap().total_ms();
+        let p = sculpt_compress::prune(&graph, &[("fc1".to_string(), 0.5)].into()).unwrap();
+        let pruned = estimate(&p, &profile(), 1).unwrap().total_ms();
+        assert!(
+            quantized < base && pruned < base,
+            "{base} {quantized} {pruned}"
+        );
+    }
+}

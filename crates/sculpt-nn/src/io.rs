@@ -1,0 +1,82 @@
+//! Model directories on disk: `model.toml` (the graph spec), `model.safetensors` (the
+//! weights, PyTorch state_dict naming) and `metrics.json`. Loading checks every tensor's
+//! name and shape against the spec and reports the first mismatch by name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use crate::error::{NnError, Result};
+use crate::graph::{check_params, Graph, GraphSpec};
+
+pub const SPEC_FILE: &str = "model.toml";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// Writes `model.toml` and `model.safetensors` into `dir`, creating it.
+pub fn save(graph: &Graph, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
+    let spec = toml::to_string_pretty(&graph.spec).map_err(|e| NnError::Spec {
+        path: dir.join(SPEC_FILE),
+        message: e.to_string(),
+    })?;
+    write_atomic(&dir.join(SPEC_FILE), spec.as_bytes())?;
+    let tensors: HashMap<String, Tensor> = graph
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
+        .map_err(|e| NnError::io(dir.join(WEIGHTS_FILE), e))
+}
+
+/// Reads a spec file.
+pub fn load_spec(path: &Path) -> Result<GraphSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| NnError::io(path, e))?;
+    let spec: GraphSpec = toml::from_str(&text).map_err(|e| NnError::Spec {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    spec.summarize().map_err(|e| NnError::Spec {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(spec)
+}
+
+/// Loads a model directory written by `save`.
+pub fn load(dir: &Path) -> Result<Graph> {
+    if !dir.is_dir() {
+        return Err(NnError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+        ));
+    }
+    let spec = load_spec(&dir.join(SPEC_FILE))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    if !weights.is_file() {
+        return Err(NnError::io(
+            &weights,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
+        ));
+    }
+    let tensors =
+        candle_core::safetensors::load(&weights, &crate::device()).map_err(|e| NnError::Spec {
+            path: weights.clone(),
+            message: format!("not a readable safetensors file: {e}"),
+        })?;
+    let params: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    check_params(&spec, &params, &weights)?;
+    Ok(Graph { spec, params })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never
+/// leaves a half-written file in place of a good one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| NnError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| NnError::io(path, e))
+}

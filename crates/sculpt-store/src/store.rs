@@ -1,0 +1,338 @@
+//! The campaign directory itself: locking, the journal, the parquet frame and the small
+//! JSON records beside them. See the crate documentation for the contract.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::{ParquetCompression, ParquetWriter};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{io, Result, StoreError};
+use crate::frame::trials_frame;
+use crate::record::{CampaignMeta, TeacherRecord, TrialRecord};
+
+pub const JOURNAL_FILE: &str = "trials.jsonl";
+pub const PARQUET_FILE: &str = "trials.parquet";
+pub const CAMPAIGN_FILE: &str = "campaign.json";
+pub const TEACHER_FILE: &str = "teacher.json";
+const LOCK_FILE: &str = ".lock";
+
+/// An open campaign directory, held by one writer.
+pub struct Store {
+    dir: PathBuf,
+    meta: CampaignMeta,
+    trials: Vec<TrialRecord>,
+    journal: File,
+    // Held for its lock; released when the store is dropped.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens `dir` for `meta`'s campaign, creating it if needed and loading the trials a
+    /// previous run stored. Fails if another process holds the directory or if it belongs
+    /// to a different campaign.
+    pub fn open(dir: &Path, meta: CampaignMeta) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                    lock: lock_path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+        }
+        let campaign_path = dir.join(CAMPAIGN_FILE);
+        if campaign_path.exists() {
+            let stored: CampaignMeta = read_json(&campaign_path)?;
+            if stored.fingerprint != meta.fingerprint || stored.name != meta.name {
+                return Err(StoreError::OtherCampaign {
+                    dir: dir.to_path_buf(),
+                    expected: meta.name,
+                    expected_fingerprint: meta.fingerprint,
+                    found: stored.name,
+                    found_fingerprint: stored.fingerprint,
+                });
+            }
+        } else {
+            write_json(&campaign_path, &meta)?;
+        }
+        let journal_path = dir.join(JOURNAL_FILE);
+        let trials = read_journal(&journal_path, true)?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal_path)
+            .map_err(|e| io(&journal_path, e))?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            meta,
+            trials,
+            journal,
+            _lock: lock,
+        };
+        if !store.trials.is_empty() {
+            store.write_parquet()?;
+        }
+        Ok(store)
+    }
+
+    /// Reads a campaign directory without opening it for writing (for reports).
+    pub fn read(dir: &Path) -> Result<(CampaignMeta, Vec<TrialRecord>)> {
+        let meta: CampaignMeta = read_json(&dir.join(CAMPAIGN_FILE))?;
+        let trials = read_journal(&dir.join(JOURNAL_FILE), false)?;
+        Ok((meta, trials))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn meta(&self) -> &CampaignMeta {
+        &self.meta
+    }
+
+    /// Every stored trial, in the order they were appended.
+    pub fn trials(&self) -> &[TrialRecord] {
+        &self.trials
+    }
+
+    /// Appends a finished trial durably, then refreshes `trials.parquet`.
+    pub fn append(&mut self, trial: TrialRecord) -> Result<()> {
+        if self.trials.iter().any(|t| t.trial_id == trial.trial_id) {
+            return Err(StoreError::DuplicateTrial(trial.trial_id));
+        }
+        let path = self.dir.join(JOURNAL_FILE);
+        let mut line = serde_json::to_string(&trial).map_err(|e| StoreError::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        line.push('\n');
+        self.journal
+            .write_all(line.as_bytes())
+            .and_then(|_| self.journal.sync_data())
+            .map_err(|e| io(&path, e))?;
+        self.trials.push(trial);
+        self.write_parquet()
+    }
+
+    fn write_parquet(&self) -> Result<()> {
+        let mut frame = trials_frame(&self.meta.layers, &self.trials)?;
+        let path = self.dir.join(PARQUET_FILE);
+        let tmp = self.dir.join(format!("{PARQUET_FILE}.tmp"));
+        let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Snappy)
+            .finish(&mut frame)?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    }
+
+    pub fn write_teacher(&self, teacher: &TeacherRecord) -> Result<()> {
+        write_json(&self.dir.join(TEACHER_FILE), teacher)
+    }
+
+    pub fn read_teacher(dir: &Path) -> Result<TeacherRecord> {
+        read_json(&dir.join(TEACHER_FILE))
+    }
+}
+
+/// Reads the journal. A last line without its newline is a write that was never
+/// acknowledged (the process died mid-append); with `repair` it is cut off, otherwise it is
+/// skipped. Any other unreadable line is corruption and is reported by line number.
+fn read_journal(path: &Path, repair: bool) -> Result<Vec<TrialRecord>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let file = File::open(path).map_err(|e| io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut trials = Vec::new();
+    let mut good_bytes = 0u64;
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(|e| io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if !line.ends_with('\n') {
+            if repair {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| io(path, e))?;
+                file.set_len(good_bytes).map_err(|e| io(path, e))?;
+                file.sync_all().map_err(|e| io(path, e))?;
+            }
+            break;
+        }
+        if line.trim().is_empty() {
+            good_bytes += read as u64;
+            continue;
+        }
+        let trial: TrialRecord =
+            serde_json::from_str(line.trim_end()).map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                line: number,
+                message: e.to_string(),
+            })?;
+        trials.push(trial);
+        good_bytes += read as u64;
+    }
+    Ok(trials)
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes JSON through a temporary file and a rename, synced, so the old file stays whole
+/// until the new one is complete.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::TrialState;
+
+    fn meta() -> CampaignMeta {
+        CampaignMeta {
+            name: "t".into(),
+            fingerprint: "abc".into(),
+            layers: vec!["fc1".into(), "fc2".into()],
+        }
+    }
+
+    fn trial(id: u64, state: TrialState) -> TrialRecord {
+        TrialRecord {
+            trial_id: id,
+            state,
+            strategy: "random".into(),
+            generation: None,
+            temperature: 4.0,
+            alpha: 0.5,
+            prune: [("fc1".to_string(), 0.25), ("fc2".to_string(), 0.0)].into(),
+            bits: [("fc1".to_string(), 4), ("fc2".to_string(), 8)].into(),
+            accuracy: (state == TrialState::Complete).then_some(0.95),
+            latency_ms: Some(0.01),
+            size_bytes: Some(1000),
+            params: Some(10),
+            flops: Some(20),
+            duration_s: 1.5,
+            error: (state == TrialState::Failed).then(|| "loss became NaN".to_string()),
+        }
+    }
+
+    #[test]
+    fn appends_survive_reopen_and_torn_lines_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path(), meta()).unwrap();
+            store.append(trial(0, TrialState::Complete)).unwrap();
+            store.append(trial(1, TrialState::Failed)).unwrap();
+            assert_eq!(store.trials().len(), 2);
+            assert!(matches!(
+                store.append(trial(1, TrialState::Complete)),
+                Err(StoreError::DuplicateTrial(1))
+            ));
+            // A second writer is refused while the first holds the directory.
+            assert!(matches!(
+                Store::open(dir.path(), meta()),
+                Err(StoreError::Locked { .. })
+            ));
+        }
+        // Simulate a crash in the middle of a third append.
+        let journal = dir.path().join(JOURNAL_FILE);
+        let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+        f.write_all(b"{\"trial_id\": 2, \"sta").unwrap();
+        drop(f);
+        let store = Store::open(dir.path(), meta()).unwrap();
+        assert_eq!(
+            store.trials(),
+            &[trial(0, TrialState::Complete), trial(1, TrialState::Failed)]
+        );
+        drop(store);
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert!(text.ends_with("}\n"));
+
+        let (_, read) = Store::read(dir.path()).unwrap();
+        assert_eq!(read.len(), 2);
+    }
+
+    #[test]
+    fn other_campaign_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), meta()).unwrap());
+        let mut other = meta();
+        other.fingerprint = "def".into();
+        let err = Store::open(dir.path(), other).err().unwrap().to_string();
+        assert!(err.contains("abc") && err.contains("def"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_middle_line_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), meta()).unwrap());
+        std::fs::write(dir.path().join(JOURNAL_FILE), "garbage\n{}\n").unwrap();
+        let err = Store::open(dir.path(), meta()).err().unwrap().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn frame_has_documented_columns() {
+        let frame = trials_frame(
+            &meta().layers,
+            &[trial(0, TrialState::Complete), trial(1, TrialState::Failed)],
+        )
+        .unwrap();
+        let names: Vec<String> = frame
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "trial_id",
+                "state",
+                "strategy",
+                "generation",
+                "temperature",
+                "alpha",
+                "prune_fc1",
+                "prune_fc2",
+                "bits_fc1",
+                "bits_fc2",
+                "accuracy",
+                "latency_ms",
+                "size_bytes",
+                "params",
+                "flops",
+                "duration_s",
+                "error"
+            ]
+        );
+        assert_eq!(frame.height(), 2);
+        assert_eq!(frame.column("accuracy").unwrap().null_count(), 1);
+    }
+}

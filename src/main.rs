@@ -1,0 +1,295 @@
+//! The `sculpt` command line: parse arguments, resolve paths, call a library, print.
+//! It holds no logic of its own. Mistakes in input files exit with status 2, other
+//! failures with status 1.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sculpt_campaign::{Campaign, CampaignError, ProgressBar};
+use sculpt_store::{Store, TrialRecord};
+
+#[derive(Parser)]
+#[command(
+    name = "sculpt",
+    version,
+    about = "Automated model-compression search: distillation, pruning and mixed precision, searched jointly"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from the zoo and write model.toml, model.safetensors and metrics.json.
+    Train {
+        /// Zoo model: mlp (64-256-128-10) or lenet-300-100.
+        #[arg(long)]
+        model: String,
+        /// Data source: digits.
+        #[arg(long, default_value = "digits")]
+        data: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 2e-3)]
+        learning_rate: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        weight_decay: f64,
+        /// Seed for the data split, the initialisation and the batch order.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Run (or resume) a compression search campaign.
+    Run {
+        /// The campaign file (TOML).
+        campaign: PathBuf,
+        /// Output directory [default: reports/<campaign name>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rewrite summary.md and pareto.svg of a campaign directory from its stored trials.
+    Report {
+        dir: PathBuf,
+        /// Latency budget to mark and select under, in ms.
+        #[arg(long)]
+        budget_ms: Option<f64>,
+    },
+    /// Name the most accurate configuration of a campaign within a latency budget.
+    Select {
+        dir: PathBuf,
+        #[arg(long)]
+        budget_ms: f64,
+        /// Print the trial as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let is_config = error.chain().any(|e| {
+                e.downcast_ref::<CampaignError>()
+                    .is_some_and(CampaignError::is_config)
+            });
+            ExitCode::from(if is_config { 2 } else { 1 })
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Train {
+            model,
+            data,
+            out,
+            epochs,
+            batch_size,
+            learning_rate,
+            weight_decay,
+            seed,
+        } => train(
+            &model,
+            &data,
+            &out,
+            sculpt_nn::TrainConfig {
+                epochs,
+                batch_size,
+                learning_rate,
+                weight_decay,
+                seed,
+            },
+        ),
+        Command::Run { campaign, out } => run(&campaign, out),
+        Command::Report { dir, budget_ms } => report(&dir, budget_ms),
+        Command::Select {
+            dir,
+            budget_ms,
+            json,
+        } => select(&dir, budget_ms, json),
+    }
+}
+
+fn train(
+    model: &str,
+    data: &str,
+    out: &Path,
+    config: sculpt_nn::TrainConfig,
+) -> anyhow::Result<()> {
+    let splits = sculpt_nn::data::load(data, config.seed)?;
+    eprintln!(
+        "training {model} on {data}: {} train, {} validation, {} test samples",
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len()
+    );
+    let bar = indicatif_bar(config.epochs);
+    let (_, metrics) = sculpt_campaign::train_model(model, &splits, &config, out, &mut |s| {
+        bar.set_position(s.epoch as u64);
+        bar.set_message(format!(
+            "loss {:.4}, train accuracy {:.2}%, {:.0} samples/s",
+            s.loss,
+            s.train_accuracy * 100.0,
+            s.samples_per_second
+        ));
+    })?;
+    bar.finish();
+    println!(
+        "test accuracy {:.2}%, validation {:.2}%, {:.3} s/epoch, {:.0} samples/s, {} params, {} bytes",
+        metrics.test_accuracy * 100.0,
+        metrics.val_accuracy * 100.0,
+        metrics.seconds_per_epoch,
+        metrics.samples_per_second,
+        metrics.params,
+        metrics.size_bytes
+    );
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn indicatif_bar(epochs: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(epochs as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "epoch {pos}/{len} [{elapsed_precise}] {bar:30} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let campaign = Campaign::load(path)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
+    let mut progress = ProgressBar::new();
+    let outcome = sculpt_campaign::run(&campaign, &out, &mut [&mut progress])
+        .with_context(|| format!("campaign {}", path.display()))?;
+    if let Some(reason) = &outcome.stopped_early {
+        println!("stopped early: {reason}");
+    }
+    let t = &outcome.teacher;
+    println!(
+        "\nteacher {}: accuracy {:.2}%, latency {:.4} ms, {} bytes",
+        t.model,
+        t.accuracy * 100.0,
+        t.latency_ms,
+        t.size_bytes
+    );
+    println!(
+        "{} trials ({} new, {} failed)",
+        outcome.trials.len(),
+        outcome.new_trials,
+        outcome.trials.iter().filter(|t| !t.is_complete()).count()
+    );
+    print_front(&outcome.trials, &outcome.layers, t);
+    if let Some(budget) = outcome.budget_ms {
+        print_best(&outcome.trials, &outcome.layers, t, budget);
+    }
+    println!(
+        "\nwrote {} and {}",
+        outcome.summary.display(),
+        outcome.figure.display()
+    );
+    println!("trials: {}", out.join("trials.parquet").display());
+    Ok(())
+}
+
+fn describe(t: &TrialRecord, layers: &[String]) -> String {
+    let join =
+        |f: &dyn Fn(&str) -> String| layers.iter().map(|l| f(l)).collect::<Vec<_>>().join("/");
+    format!(
+        "T={:.2} alpha={:.2} prune={} bits={}",
+        t.temperature,
+        t.alpha,
+        join(&|l| format!("{:.2}", t.prune.get(l).copied().unwrap_or(0.0))),
+        join(&|l| t.bits.get(l).copied().unwrap_or(32).to_string())
+    )
+}
+
+fn print_front(trials: &[TrialRecord], layers: &[String], teacher: &sculpt_store::TeacherRecord) {
+    println!(
+        "\nPareto front (accuracy against latency; layers {}):",
+        layers.join("/")
+    );
+    println!(
+        "{:>6} {:>9} {:>12} {:>10} {:>8}  configuration",
+        "trial", "accuracy", "latency(ms)", "bytes", "smaller"
+    );
+    for i in sculpt_report::pareto_indices(trials) {
+        let t = &trials[i];
+        let size = t.size_bytes.unwrap_or(0);
+        println!(
+            "{:>6} {:>8.2}% {:>12.4} {:>10} {:>7.1}x  {}",
+            t.trial_id,
+            t.accuracy.unwrap_or(0.0) * 100.0,
+            t.latency_ms.unwrap_or(f64::NAN),
+            size,
+            teacher.size_bytes as f64 / size.max(1) as f64,
+            describe(t, layers)
+        );
+    }
+}
+
+fn print_best(
+    trials: &[TrialRecord],
+    layers: &[String],
+    teacher: &sculpt_store::TeacherRecord,
+    budget: f64,
+) {
+    match sculpt_report::best_under_budget(trials, budget) {
+        Some(t) => println!(
+            "\nbest under the {budget} ms budget: trial {}: accuracy {:.2}% ({:+.2} points), latency {:.4} ms, {} bytes, {}",
+            t.trial_id,
+            t.accuracy.unwrap_or(0.0) * 100.0,
+            (t.accuracy.unwrap_or(0.0) - teacher.accuracy) * 100.0,
+            t.latency_ms.unwrap_or(f64::NAN),
+            t.size_bytes.unwrap_or(0),
+            describe(t, layers)
+        ),
+        None => println!("\nno completed trial meets the {budget} ms budget"),
+    }
+}
+
+fn report(dir: &Path, budget_ms: Option<f64>) -> anyhow::Result<()> {
+    let (meta, trials) = Store::read(dir)?;
+    let teacher = Store::read_teacher(dir)?;
+    let (summary, figure) = sculpt_report::write_report(
+        dir,
+        &sculpt_report::Report {
+            campaign: &meta.name,
+            layers: &meta.layers,
+            trials: &trials,
+            teacher: &teacher,
+            budget_ms,
+        },
+    )?;
+    print_front(&trials, &meta.layers, &teacher);
+    println!("\nwrote {} and {}", summary.display(), figure.display());
+    Ok(())
+}
+
+fn select(dir: &Path, budget_ms: f64, json: bool) -> anyhow::Result<()> {
+    let (meta, trials) = Store::read(dir)?;
+    let teacher = Store::read_teacher(dir)?;
+    let best = sculpt_report::best_under_budget(&trials, budget_ms).with_context(|| {
+        format!(
+            "no completed trial in {} meets the {budget_ms} ms budget",
+            dir.display()
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(best)?);
+    } else {
+        print_best(&trials, &meta.layers, &teacher, budget_ms);
+    }
+    Ok(())
+}
