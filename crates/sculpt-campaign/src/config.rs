@@ -595,7 +595,7 @@ mod tests {
         assert!(matches!(c.strategy, StrategyKind::Nsga2 { .. }));
         assert_eq!(c.bits_choices, vec![2, 3, 4, 5, 6, 8]);
         assert_eq!(c.fingerprint(), parse(QUICKSTART).unwrap().fingerprint());
-        let more = parse(&QUICKSTART.replace("trials = 64", "trials = 100")).unwrap();
+        let more = parse(&QUICKSTART.replace("trials = 80", "trials = 100")).unwrap();
         assert_eq!(c.fingerprint(), more.fingerprint());
         let other = parse(&QUICKSTART.replace("seed = 42", "seed = 43")).unwrap();
         assert_ne!(c.fingerprint(), other.fingerprint());
@@ -607,7 +607,7 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_field() {
-        let bad = QUICKSTART.replace("trials = 64", "trials = \"many\"");
+        let bad = QUICKSTART.replace("trials = 80", "trials = \"many\"");
         let err = parse(&bad).unwrap_err().to_string();
         let line = line_of(&bad, "trials = \"many\"");
         assert!(
@@ -616,7 +616,7 @@ mod tests {
         );
         assert!(err.contains("search.trials"), "{err}");
 
-        let bad = QUICKSTART.replace("trials = 64", "trails = 64");
+        let bad = QUICKSTART.replace("trials = 80", "trails = 80");
         let err = parse(&bad).unwrap_err().to_string();
         assert!(err.contains("trails"), "{err}");
         assert!(

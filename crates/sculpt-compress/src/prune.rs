@@ -71,7 +71,10 @@ pub fn prune(graph: &Graph, ratios: &BTreeMap<String, f64>) -> Result<Graph> {
             continue;
         }
         if !(0.0..1.0).contains(&ratio) {
-            return Err(layer_error(layer, format!("prune ratio {ratio} is not in [0, 1)")));
+            return Err(layer_error(
+                layer,
+                format!("prune ratio {ratio} is not in [0, 1)"),
+            ));
         }
         let next = consumer(graph, layer).ok_or_else(|| {
             layer_error(

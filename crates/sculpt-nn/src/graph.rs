@@ -32,8 +32,9 @@ fn default_true() -> bool {
     true
 }
 
+// No deny_unknown_fields here: serde cannot combine it with `flatten`. Unknown keys of a
+// node still fail, in `Op`, which denies them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
     #[serde(flatten)]

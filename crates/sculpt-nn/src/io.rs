@@ -80,3 +80,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).map_err(|e| NnError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| NnError::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_round_trip_and_mismatches_are_named() {
+        let dir = std::env::temp_dir().join(format!("sculpt-io-{}", std::process::id()));
+        let graph = crate::zoo::build("mlp", &[64], 10, 1).unwrap();
+        save(&graph, &dir).unwrap();
+        let back = load(&dir).unwrap();
+        assert_eq!(back.spec, graph.spec);
+        for (name, t) in &graph.params {
+            let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = back.params[name].flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a, b, "{name}");
+        }
+
+        // A spec that disagrees with the weights names the tensor.
+        let text = std::fs::read_to_string(dir.join(SPEC_FILE)).unwrap();
+        std::fs::write(
+            dir.join(SPEC_FILE),
+            text.replacen("out_features = 256", "out_features = 200", 1)
+                .replacen("in_features = 256", "in_features = 200", 1),
+        )
+        .unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("fc1.weight") && err.contains("[200, 64]"),
+            "{err}"
+        );
+
+        // Unknown keys in a node are refused.
+        std::fs::write(
+            dir.join(SPEC_FILE),
+            text.replacen("bias = true", "bias = true\nwidth = 3", 1),
+        )
+        .unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert!(err.contains("width"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -33,7 +33,15 @@ pub fn plot_pareto(
         .map(|i| &trials[i])
         .collect();
 
-    let y_low = (teacher.accuracy - ACCURACY_WINDOW).max(0.0) * 100.0;
+    let lowest = complete
+        .iter()
+        .map(|t| t.accuracy.unwrap())
+        .fold(teacher.accuracy, f64::min);
+    let y_low = ((teacher.accuracy - ACCURACY_WINDOW)
+        .max(lowest - 0.01)
+        .max(0.0)
+        * 100.0)
+        .floor();
     let hidden = complete
         .iter()
         .filter(|t| t.accuracy.unwrap() * 100.0 < y_low)

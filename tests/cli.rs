@@ -1,0 +1,326 @@
+//! End-to-end tests of the `sculpt` binary on the embedded digits data: a whole (small)
+//! campaign, resuming it, reproducibility, failed trials, and input errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SMALL: &str = r#"
+name = "small"
+seed = 7
+
+[data]
+source = "digits"
+
+[teacher]
+model = "mlp"
+epochs = 15
+
+[finetune]
+epochs = 2
+
+[search]
+strategy = "nsga2"
+trials = 6
+population = 4
+
+[search.temperature]
+low = 1.0
+high = 8.0
+log = true
+
+[search.alpha]
+low = 0.1
+high = 0.9
+
+[search.prune]
+layers = "fc*"
+low = 0.0
+high = 0.8
+
+[search.bits]
+layers = "*"
+choices = [2, 3, 4, 5, 6, 8]
+
+[latency]
+profile = "epyc-zen4-1core"
+budget_ms = 0.012
+"#;
+
+fn sculpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sculpt"))
+        .args(args)
+        .output()
+        .expect("the sculpt binary runs")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(campaign: &Path, out: &Path) -> Output {
+    let output = sculpt(&[
+        "run",
+        campaign.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "sculpt run failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Journal lines without the wall-clock duration, which legitimately differs.
+fn trials_without_time(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("trials.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("duration_s");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn campaign_runs_resumes_and_reproduces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let campaign = write(tmp.path(), "small.toml", SMALL);
+    let out = tmp.path().join("out");
+    let first = run(&campaign, &out);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("Pareto front"), "{stdout}");
+    assert!(
+        stdout.contains("best under the 0.012 ms budget"),
+        "{stdout}"
+    );
+    for file in [
+        "trials.parquet",
+        "trials.jsonl",
+        "pareto.svg",
+        "summary.md",
+        "teacher.json",
+        "teacher/model.safetensors",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+
+    // The frame on disk has the documented columns and one row per trial.
+    let file = std::fs::File::open(out.join("trials.parquet")).unwrap();
+    use polars::prelude::SerReader;
+    let frame = polars::prelude::ParquetReader::new(file).finish().unwrap();
+    let names: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "trial_id",
+            "state",
+            "strategy",
+            "generation",
+            "temperature",
+            "alpha",
+            "prune_fc1",
+            "prune_fc2",
+            "prune_fc3",
+            "bits_fc1",
+            "bits_fc2",
+            "bits_fc3",
+            "accuracy",
+            "latency_ms",
+            "size_bytes",
+            "params",
+            "flops",
+            "duration_s",
+            "error"
+        ]
+    );
+    assert_eq!(frame.height(), 6);
+    let accuracy = frame.column("accuracy").unwrap().f64().unwrap();
+    assert_eq!(accuracy.null_count(), 0);
+    let values: Vec<f64> = accuracy.into_no_null_iter().collect();
+    assert!(values.iter().all(|a| (0.0..=1.0).contains(a)), "{values:?}");
+
+    let teacher: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("teacher.json")).unwrap()).unwrap();
+    for field in ["accuracy", "latency_ms", "size_bytes", "params", "flops"] {
+        assert!(teacher[field].is_number(), "teacher.json lacks {field}");
+    }
+    assert_eq!(teacher["size_bytes"], 4 * 50_826);
+
+    // Extending the campaign resumes it: the teacher is reused, the stored trials are
+    // untouched, and the result equals an uninterrupted run of the longer campaign, so the
+    // strategy rebuilt from history proposed the same points.
+    let before = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    let longer = write(
+        tmp.path(),
+        "small.toml",
+        &SMALL.replace("trials = 6", "trials = 10"),
+    );
+    let second = run(&longer, &out);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("reusing the teacher"), "{stderr}");
+    let after = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    assert!(after.starts_with(&before));
+    assert_eq!(after.lines().count(), 10);
+
+    let fresh = tmp.path().join("fresh");
+    run(&longer, &fresh);
+    assert_eq!(trials_without_time(&out), trials_without_time(&fresh));
+
+    // A different campaign may not write into this directory.
+    let other = write(
+        tmp.path(),
+        "other.toml",
+        &SMALL.replace("seed = 7", "seed = 8"),
+    );
+    let refused = sculpt(&[
+        "run",
+        other.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds trials of campaign"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("trials.jsonl")).unwrap(),
+        after
+    );
+
+    // Selection under a budget, as JSON.
+    let selected = sculpt(&[
+        "select",
+        out.to_str().unwrap(),
+        "--budget-ms",
+        "0.012",
+        "--json",
+    ]);
+    assert!(selected.status.success());
+    let best: serde_json::Value = serde_json::from_slice(&selected.stdout).unwrap();
+    assert!(best["latency_ms"].as_f64().unwrap() <= 0.012);
+    let none = sculpt(&["select", out.to_str().unwrap(), "--budget-ms", "0.0000001"]);
+    assert_eq!(none.status.code(), Some(1));
+}
+
+#[test]
+fn failed_trials_are_recorded_and_the_campaign_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A teacher whose logits are NaN: every distillation loss is NaN.
+    let mut graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+    // (In the output layer: a ReLU would turn a NaN hidden unit into 0.)
+    let nan = candle_core::Tensor::from_vec(vec![f32::NAN; 10], 10, &sculpt_nn::device()).unwrap();
+    graph.params.insert("fc3.bias".into(), nan);
+    sculpt_nn::io::save(&graph, &tmp.path().join("teacher")).unwrap();
+    let text = SMALL
+        .replace("model = \"mlp\"", "weights = \"teacher\"")
+        .replace("trials = 6", "trials = 3")
+        .replace("strategy = \"nsga2\"", "strategy = \"random\"");
+    let campaign = write(tmp.path(), "nan.toml", &text);
+    let out = tmp.path().join("out");
+    let output = run(&campaign, &out);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("3 trials (3 new, 3 failed)"), "{stdout}");
+    let trials = trials_without_time(&out);
+    assert_eq!(trials.len(), 3);
+    for t in &trials {
+        assert_eq!(t["state"], "failed");
+        assert!(
+            t["error"].as_str().unwrap().contains("loss became NaN"),
+            "{t}"
+        );
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("## Failed trials"), "{summary}");
+}
+
+#[test]
+fn malformed_campaign_names_line_and_field_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = SMALL.replace("trials = 6", "trials = \"six\"");
+    let line = bad.lines().position(|l| l.contains("\"six\"")).unwrap() + 1;
+    let path = write(tmp.path(), "bad.toml", &bad);
+    let output = sculpt(&[
+        "run",
+        path.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("bad.toml:{line}:")), "{stderr}");
+    assert!(stderr.contains("search.trials"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        !tmp.path().join("o").exists(),
+        "nothing is written for a bad campaign"
+    );
+
+    let bad = SMALL.replace("low = 0.1", "low = 0.95");
+    let line = bad.lines().position(|l| l.contains("high = 0.9")).unwrap() + 1;
+    let path = write(tmp.path(), "range.toml", &bad);
+    let output = sculpt(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("range.toml:{line}:")) && stderr.contains("search.alpha.high"),
+        "{stderr}"
+    );
+
+    // A missing file is not a malformed one: status 1, and the path is named.
+    let output = sculpt(&["run", "no/such/campaign.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no/such/campaign.toml"));
+}
+
+#[test]
+fn train_writes_a_loadable_model_and_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mlp");
+    let output = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "20",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let accuracy = metrics["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.9 && accuracy <= 1.0, "{accuracy}");
+    assert_eq!(metrics["params"], 50_826);
+    let graph = sculpt_nn::io::load(&out).unwrap();
+    let splits = sculpt_nn::data::load("digits", 42).unwrap();
+    let again = sculpt_nn::accuracy(&graph, &splits.test).unwrap();
+    assert!((again - accuracy).abs() < 1e-12);
+
+    let output = sculpt(&[
+        "train",
+        "--model",
+        "resnet-1000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown model `resnet-1000`"));
+}
