@@ -94,12 +94,10 @@ mod tests {
         let t = Tensor::new(&[[0f32, 1., 0.]], &dev).unwrap();
         let y = Tensor::new(&[0u32], &dev).unwrap();
         let at = |temp: f64| {
-            let kl_only =
-                distillation_loss(&(&s * temp).unwrap(), &(&t * temp).unwrap(), &y, temp, 1.0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-            kl_only
+            distillation_loss(&(&s * temp).unwrap(), &(&t * temp).unwrap(), &y, temp, 1.0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
         };
         // Scaling logits by T and dividing by T inside leaves the KL unchanged, so the loss
         // grows exactly by T².
