@@ -16,7 +16,7 @@ lint:
 
 # Benchmarks.
 bench:
-    cargo bench
+    cargo bench --bench campaign
 
 # Everything a commit needs.
 check: lint test

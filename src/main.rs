@@ -171,7 +171,18 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
     let campaign = Campaign::load(path)?;
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
     let mut progress = ProgressBar::new();
-    let outcome = sculpt_campaign::run(&campaign, &out, &mut [&mut progress])
+    // First Ctrl-C: finish and store the trial in flight, write the report, stop.
+    // Second: stop at once (stored trials are safe either way).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: finishing the current trial (Ctrl-C again to stop now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let outcome = sculpt_campaign::run(&campaign, &out, &mut [&mut progress], &stop)
         .with_context(|| format!("campaign {}", path.display()))?;
     if let Some(reason) = &outcome.stopped_early {
         println!("stopped early: {reason}");

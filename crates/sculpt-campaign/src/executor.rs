@@ -4,6 +4,7 @@
 //! that fails is stored as failed with its reason, and the campaign goes on.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -260,10 +261,13 @@ fn progress(campaign: &Campaign, trials: &[TrialRecord], teacher: &TeacherRecord
 }
 
 /// Runs `campaign` into `out`, resuming from any trials a previous run stored there.
+/// When `stop` becomes true (Ctrl-C), the trial in flight finishes and is stored, the
+/// report is written and the run returns; running the campaign again resumes it.
 pub fn run(
     campaign: &Campaign,
     out: &Path,
     observers: &mut [&mut dyn Observer],
+    stop: &AtomicBool,
 ) -> Result<RunOutcome> {
     let started = Instant::now();
     let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
@@ -312,6 +316,10 @@ pub fn run(
     }
     let mut stopped_early = None;
     while store.trials().len() < campaign.trials {
+        if stop.load(Ordering::SeqCst) {
+            stopped_early = Some("interrupted; run the campaign again to resume".to_string());
+            break;
+        }
         if let Some(limit) = campaign.max_minutes {
             if started.elapsed().as_secs_f64() > limit * 60.0 {
                 stopped_early = Some(format!("time limit of {limit} minutes reached"));
