@@ -340,11 +340,14 @@ impl Campaign {
             return Err(source.error(raw.name.span(), Some("name"), "must not be empty"));
         }
         let data = raw.data.source.get_ref().trim().to_string();
-        if data != "digits" {
+        if !sculpt_nn::data::SOURCES.contains(&data.as_str()) {
             return Err(source.error(
                 raw.data.source.span(),
                 Some("data.source"),
-                format!("unknown data source `{data}` (known: digits)"),
+                format!(
+                    "unknown data source `{data}` (known: {})",
+                    sculpt_nn::data::SOURCES.join(", ")
+                ),
             ));
         }
         let raw_teacher_train = RawTrain {

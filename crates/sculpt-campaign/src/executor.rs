@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use sculpt_latency::DeviceProfile;
-use sculpt_nn::{Dataset, Graph, Splits};
+use sculpt_nn::{Dataset, Graph, GraphSpec, Splits};
 use sculpt_search::{Nsga2, Nsga2Settings, Point, RandomSearch, SearchSpace, Strategy};
 use sculpt_store::{CampaignMeta, Store, TeacherRecord, TrialRecord, TrialState};
 
@@ -53,17 +53,63 @@ pub fn evaluate_teacher(
     })
 }
 
+/// The teacher's architecture, known before any training, so the campaign directory can
+/// be locked and checked first.
+fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<GraphSpec> {
+    let spec = match &campaign.teacher {
+        TeacherSource::Weights(dir) => {
+            sculpt_nn::io::load_spec(&dir.join(sculpt_nn::io::SPEC_FILE))?
+        }
+        TeacherSource::Zoo { model, .. } => sculpt_nn::zoo::spec(
+            model,
+            &splits.train.sample_shape(),
+            splits.train.num_classes,
+        )?,
+    };
+    if spec.input_shape != splits.train.sample_shape()
+        || spec.num_classes != splits.train.num_classes
+    {
+        return Err(CampaignError::Invalid(format!(
+            "the teacher takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
+            spec.input_shape,
+            spec.num_classes,
+            splits.source,
+            splits.train.sample_shape(),
+            splits.train.num_classes
+        )));
+    }
+    Ok(spec)
+}
+
+/// The campaign's fingerprint, extended by a digest of user-supplied teacher weights, so
+/// trials distilled from one teacher never mix with trials from another.
+fn fingerprint(campaign: &Campaign) -> Result<String> {
+    let mut fingerprint = campaign.fingerprint();
+    if let TeacherSource::Weights(dir) = &campaign.teacher {
+        let path = dir.join(sculpt_nn::io::WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| CampaignError::Io { path, source: e })?;
+        let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        fingerprint.push_str(&format!("-{digest:016x}"));
+    }
+    Ok(fingerprint)
+}
+
 fn load_teacher(
     campaign: &Campaign,
     splits: &Splits,
     out: &Path,
     observers: &mut [&mut dyn Observer],
 ) -> Result<(String, Graph)> {
-    let graph = match &campaign.teacher {
-        TeacherSource::Weights(dir) => sculpt_nn::io::load(dir)?,
+    Ok(match &campaign.teacher {
+        TeacherSource::Weights(dir) => {
+            let graph = sculpt_nn::io::load(dir)?;
+            (graph.spec.name.clone(), graph)
+        }
         TeacherSource::Zoo { model, train } => {
             let dir = out.join("teacher");
-            if dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
+            let graph = if dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
                 for o in observers.iter_mut() {
                     o.on_phase(&format!(
                         "reusing the teacher trained earlier in {}",
@@ -90,26 +136,10 @@ fn load_teacher(
                     ));
                 }
                 graph
-            }
+            };
+            (model.clone(), graph)
         }
-    };
-    if graph.spec.input_shape != splits.train.sample_shape()
-        || graph.spec.num_classes != splits.train.num_classes
-    {
-        return Err(CampaignError::Invalid(format!(
-            "the teacher takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
-            graph.spec.input_shape,
-            graph.spec.num_classes,
-            splits.source,
-            splits.train.sample_shape(),
-            splits.train.num_classes
-        )));
-    }
-    let name = match &campaign.teacher {
-        TeacherSource::Zoo { model, .. } => model.clone(),
-        TeacherSource::Weights(_) => graph.spec.name.clone(),
-    };
-    Ok((name, graph))
+    })
 }
 
 fn build_strategy(campaign: &Campaign) -> Result<Box<dyn Strategy>> {
@@ -271,22 +301,17 @@ pub fn run(
 ) -> Result<RunOutcome> {
     let started = Instant::now();
     let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
-    let layer_names = |g: &Graph| g.spec.linear_layers();
-    // The store is opened (and locked) before the teacher is trained into the same folder.
-    std::fs::create_dir_all(out).map_err(|e| CampaignError::Io {
-        path: out.to_path_buf(),
-        source: e,
-    })?;
-    let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
-    let layers = layer_names(&teacher);
+    // Lock the directory and check that it belongs to this campaign before any training.
+    let layers = teacher_spec(campaign, &splits)?.linear_layers();
     let mut store = Store::open(
         out,
         CampaignMeta {
             name: campaign.name.clone(),
-            fingerprint: campaign.fingerprint(),
+            fingerprint: fingerprint(campaign)?,
             layers: layers.clone(),
         },
     )?;
+    let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
     let space = search_space(campaign, &teacher)?;
     let teacher_record = evaluate_teacher(
         &teacher_name,

@@ -43,6 +43,9 @@ pub struct Splits {
 pub const VAL_FRACTION: f64 = 0.2;
 pub const TEST_FRACTION: f64 = 0.2;
 
+/// The data sources `load` knows.
+pub const SOURCES: &[&str] = &["digits"];
+
 /// Loads the data source named by `spec` and splits it with `seed`.
 pub fn load(spec: &str, seed: u64) -> Result<Splits> {
     match spec.trim() {

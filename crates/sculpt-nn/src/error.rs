@@ -26,7 +26,7 @@ pub enum NnError {
     UnexpectedTensor { path: PathBuf, name: String },
     #[error("unknown model `{0}` (known: mlp, lenet-300-100)")]
     UnknownModel(String),
-    #[error("unknown data source `{0}` (known: digits)")]
+    #[error("unknown data source `{0}` (known: {known})", known = crate::data::SOURCES.join(", "))]
     UnknownData(String),
     #[error("invalid graph: {0}")]
     Graph(String),
