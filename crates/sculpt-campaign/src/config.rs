@@ -548,12 +548,15 @@ impl Campaign {
         identity.max_minutes = None;
         identity.path = PathBuf::new();
         let text = serde_json::to_string(&identity).unwrap_or_default();
-        // FNV-1a: stable across Rust versions, unlike the std hasher.
-        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        });
-        format!("{hash:016x}")
+        format!("{:016x}", digest(text.as_bytes()))
     }
+}
+
+/// FNV-1a of `bytes`: stable across Rust versions and machines, unlike the std hasher.
+pub fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.

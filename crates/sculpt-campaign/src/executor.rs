@@ -88,10 +88,7 @@ fn fingerprint(campaign: &Campaign) -> Result<String> {
     if let TeacherSource::Weights(dir) = &campaign.teacher {
         let path = dir.join(sculpt_nn::io::WEIGHTS_FILE);
         let bytes = std::fs::read(&path).map_err(|e| CampaignError::Io { path, source: e })?;
-        let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        });
-        fingerprint.push_str(&format!("-{digest:016x}"));
+        fingerprint.push_str(&format!("-{:016x}", crate::config::digest(&bytes)));
     }
     Ok(fingerprint)
 }

@@ -53,8 +53,8 @@ fn scales(weight: &Tensor, bits: u32) -> Result<Tensor> {
     Ok(((max_abs + zero)? / max_code(bits) as f64)?)
 }
 
-/// Quantizes `weight` to `bits` and returns codes and scales.
-pub fn quantize_codes(weight: &Tensor, bits: u32) -> Result<QuantizedTensor> {
+/// The integer codes of `weight` as an `[out, rest]` f32 tensor, and the `[out, 1]` scales.
+fn codes_and_scales(weight: &Tensor, bits: u32) -> Result<(Tensor, Tensor)> {
     check_bits(bits)?;
     let scale = scales(weight, bits)?;
     let limit = max_code(bits) as f64;
@@ -63,6 +63,12 @@ pub fn quantize_codes(weight: &Tensor, bits: u32) -> Result<QuantizedTensor> {
         .broadcast_div(&scale)?
         .round()?
         .clamp(-limit, limit)?;
+    Ok((codes, scale))
+}
+
+/// Quantizes `weight` to `bits` and returns codes and scales.
+pub fn quantize_codes(weight: &Tensor, bits: u32) -> Result<QuantizedTensor> {
+    let (codes, scale) = codes_and_scales(weight, bits)?;
     Ok(QuantizedTensor {
         shape: weight.dims().to_vec(),
         bits,
@@ -79,16 +85,8 @@ pub fn quantize_codes(weight: &Tensor, bits: u32) -> Result<QuantizedTensor> {
 /// The dequantized value of `weight` at `bits`: every weight moves to the nearest point of
 /// its channel's grid, so the error is at most half a step.
 pub fn fake_quantize(weight: &Tensor, bits: u32) -> Result<Tensor> {
-    check_bits(bits)?;
-    let scale = scales(weight, bits)?;
-    let limit = max_code(bits) as f64;
-    let q = weight
-        .flatten_from(1)?
-        .broadcast_div(&scale)?
-        .round()?
-        .clamp(-limit, limit)?
-        .broadcast_mul(&scale)?;
-    Ok(q.reshape(weight.dims())?)
+    let (codes, scale) = codes_and_scales(weight, bits)?;
+    Ok(codes.broadcast_mul(&scale)?.reshape(weight.dims())?)
 }
 
 /// Fake quantization with a straight-through estimator: the forward value is quantized,
