@@ -34,9 +34,11 @@ fn consumer(graph: &Graph, layer: &str) -> Option<String> {
             return None;
         }
         match readers[0].op {
-            Op::Relu => current = readers[0].name.clone(),
+            Op::Relu | Op::Dropout { .. } => current = readers[0].name.clone(),
             Op::Linear { .. } => return Some(readers[0].name.clone()),
-            Op::Flatten => return None,
+            // Channel pruning through convolutions, batch norm and residual sums is not
+            // supported yet: such layers keep all their outputs.
+            _ => return None,
         }
     }
 }

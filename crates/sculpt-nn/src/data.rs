@@ -43,93 +43,169 @@ pub struct Splits {
 pub const VAL_FRACTION: f64 = 0.2;
 pub const TEST_FRACTION: f64 = 0.2;
 
-/// The data sources `load` knows.
-pub const SOURCES: &[&str] = &["digits"];
+/// The data sources `load` knows: `digits`, or `mnist:DIR` / `idx:DIR` for a folder with
+/// the four MNIST-named IDX files (Fashion-MNIST uses the same names), gzipped or not.
+pub const SOURCES: &[&str] = &["digits", "mnist:DIR", "idx:DIR"];
+
+/// How features are standardised with training-split statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalisation {
+    /// Each feature by its own mean and deviation (tabular data, the digits vectors).
+    PerFeature,
+    /// All pixels by one mean and deviation (images, so convolutions see one scale).
+    Global,
+}
+
+/// Raw samples of a source before splitting: row-major features, one row per sample.
+pub struct RawData {
+    pub features: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub sample_shape: Vec<usize>,
+    pub num_classes: usize,
+}
 
 /// Loads the data source named by `spec` and splits it with `seed`.
 pub fn load(spec: &str, seed: u64) -> Result<Splits> {
-    match spec.trim() {
-        "digits" => {
-            let raw = smartcore::dataset::digits::load_dataset();
-            let labels: Vec<u32> = raw.target.iter().map(|&t| t as u32).collect();
-            split(spec, raw.data, vec![raw.num_features], labels, 10, seed)
-        }
-        other => Err(NnError::UnknownData(other.to_string())),
+    let spec = spec.trim();
+    if spec == "digits" {
+        let raw = smartcore::dataset::digits::load_dataset();
+        let data = RawData {
+            labels: raw.target.iter().map(|&t| t as u32).collect(),
+            features: raw.data,
+            sample_shape: vec![raw.num_features],
+            num_classes: 10,
+        };
+        return split(spec, data, None, seed, Normalisation::PerFeature);
     }
+    if let Some(dir) = spec.strip_prefix("mnist:").or_else(|| spec.strip_prefix("idx:")) {
+        let dir = std::path::Path::new(dir);
+        let read = |images: &str, labels: &str| -> Result<RawData> {
+            let (pixels, shape, labels) = crate::idx::read_pair(
+                &crate::idx::find(dir, images)?,
+                &crate::idx::find(dir, labels)?,
+            )?;
+            let num_classes = labels.iter().max().map_or(0, |&m| m as usize + 1).max(10);
+            Ok(RawData {
+                features: pixels.into_iter().map(|p| p as f32 / 255.0).collect(),
+                labels,
+                sample_shape: shape,
+                num_classes,
+            })
+        };
+        let train = read("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+        let test = read("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+        if test.sample_shape != train.sample_shape {
+            return Err(NnError::Data {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "test images are {:?} but training images are {:?}",
+                    test.sample_shape, train.sample_shape
+                ),
+            });
+        }
+        return split(spec, train, Some(test), seed, Normalisation::Global);
+    }
+    Err(NnError::UnknownData(spec.to_string()))
 }
 
-/// Stratified split of row-major `features` (one row of `prod(sample_shape)` per sample),
-/// then per-feature standardisation with the training split's mean and deviation.
+/// Splits `data` by a seeded, stratified shuffle. Without a separate `test` set, each class
+/// gives `VAL_FRACTION` to validation and `TEST_FRACTION` to test; with one (MNIST's
+/// official test set), `VAL_FRACTION / 2` of each class goes to validation. Features are
+/// then standardised with statistics of the training split only.
 pub fn split(
     source: &str,
-    features: Vec<f32>,
-    sample_shape: Vec<usize>,
-    labels: Vec<u32>,
-    num_classes: usize,
+    data: RawData,
+    test: Option<RawData>,
     seed: u64,
+    normalisation: Normalisation,
 ) -> Result<Splits> {
-    let width: usize = sample_shape.iter().product();
-    if width == 0 || features.len() != labels.len() * width {
-        return Err(NnError::Config(format!(
-            "{source}: {} feature values do not make {} samples of {width}",
-            features.len(),
-            labels.len()
-        )));
+    let width: usize = data.sample_shape.iter().product();
+    for (part, d) in std::iter::once(("data", &data)).chain(test.as_ref().map(|t| ("test data", t))) {
+        if width == 0 || d.features.len() != d.labels.len() * width {
+            return Err(NnError::Config(format!(
+                "{source}: {part}: {} feature values do not make {} samples of {width}",
+                d.features.len(),
+                d.labels.len()
+            )));
+        }
+        if let Some(bad) = d.labels.iter().find(|&&l| l as usize >= data.num_classes) {
+            return Err(NnError::Config(format!(
+                "{source}: {part}: label {bad} is out of range for {} classes",
+                data.num_classes
+            )));
+        }
     }
-    if let Some(bad) = labels.iter().find(|&&l| l as usize >= num_classes) {
-        return Err(NnError::Config(format!(
-            "{source}: label {bad} is out of range for {num_classes} classes"
-        )));
-    }
+    let (val_fraction, test_fraction) = match test {
+        Some(_) => (VAL_FRACTION / 2.0, 0.0),
+        None => (VAL_FRACTION, TEST_FRACTION),
+    };
     let mut rng = StdRng::seed_from_u64(seed);
-    let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
-    for class in 0..num_classes as u32 {
-        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+    let (mut train, mut val, mut held_out) = (Vec::new(), Vec::new(), Vec::new());
+    for class in 0..data.num_classes as u32 {
+        let mut members: Vec<usize> = (0..data.labels.len()).filter(|&i| data.labels[i] == class).collect();
         members.shuffle(&mut rng);
-        let n_val = (members.len() as f64 * VAL_FRACTION).round() as usize;
-        let n_test = (members.len() as f64 * TEST_FRACTION).round() as usize;
+        let n_val = (members.len() as f64 * val_fraction).round() as usize;
+        let n_test = (members.len() as f64 * test_fraction).round() as usize;
         val.extend_from_slice(&members[..n_val]);
-        test.extend_from_slice(&members[n_val..n_val + n_test]);
+        held_out.extend_from_slice(&members[n_val..n_val + n_test]);
         train.extend_from_slice(&members[n_val + n_test..]);
     }
     // Interleave classes so that contiguous batches are mixed.
     train.shuffle(&mut rng);
     val.sort_unstable();
-    test.sort_unstable();
+    held_out.sort_unstable();
 
-    let (mean, scale) = standardisation(&features, width, &train);
-    let make = |rows: &[usize]| -> Result<Dataset> {
+    let (mean, scale) = standardisation(&data.features, width, &train, normalisation);
+    let make = |features: &[f32], labels: &[u32], rows: &[usize]| -> Result<Dataset> {
         let mut x = Vec::with_capacity(rows.len() * width);
         for &r in rows {
             let row = &features[r * width..(r + 1) * width];
-            x.extend(
-                row.iter()
-                    .zip(&mean)
-                    .zip(&scale)
-                    .map(|((v, m), s)| (v - m) / s),
-            );
+            x.extend(row.iter().zip(&mean).zip(&scale).map(|((v, m), s)| (v - m) / s));
         }
         let y: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
         let mut shape = vec![rows.len()];
-        shape.extend_from_slice(&sample_shape);
+        shape.extend_from_slice(&data.sample_shape);
         let device = crate::device();
         Ok(Dataset {
             x: Tensor::from_vec(x, shape, &device)?,
             y: Tensor::from_vec(y, rows.len(), &device)?,
-            num_classes,
+            num_classes: data.num_classes,
         })
+    };
+    let test_set = match &test {
+        Some(t) => make(&t.features, &t.labels, &(0..t.labels.len()).collect::<Vec<_>>())?,
+        None => make(&data.features, &data.labels, &held_out)?,
     };
     Ok(Splits {
         source: source.to_string(),
-        train: make(&train)?,
-        val: make(&val)?,
-        test: make(&test)?,
+        train: make(&data.features, &data.labels, &train)?,
+        val: make(&data.features, &data.labels, &val)?,
+        test: test_set,
     })
 }
 
 /// Per-feature mean and standard deviation over the given rows. Constant features (the
 /// always-blank border pixels of digits) keep a scale of 1 rather than dividing by zero.
-fn standardisation(features: &[f32], width: usize, rows: &[usize]) -> (Vec<f32>, Vec<f32>) {
+fn standardisation(
+    features: &[f32],
+    width: usize,
+    rows: &[usize],
+    normalisation: Normalisation,
+) -> (Vec<f32>, Vec<f32>) {
+    if normalisation == Normalisation::Global {
+        let (mut sum, mut sum_sq) = (0f64, 0f64);
+        for &r in rows {
+            for &v in &features[r * width..(r + 1) * width] {
+                sum += v as f64;
+                sum_sq += (v as f64) * (v as f64);
+            }
+        }
+        let n = (rows.len() * width).max(1) as f64;
+        let mean = sum / n;
+        let sd = (sum_sq / n - mean * mean).max(0.0).sqrt();
+        let sd = if sd < 1e-6 { 1.0 } else { sd };
+        return (vec![mean as f32; width], vec![sd as f32; width]);
+    }
     let n = rows.len().max(1) as f64;
     let mut mean = vec![0f64; width];
     for &r in rows {
@@ -187,6 +263,34 @@ mod tests {
         // Training features are standardised.
         let mean = xa.iter().sum::<f32>() / xa.len() as f32;
         assert!(mean.abs() < 1e-3, "mean {mean}");
+    }
+
+    #[test]
+    fn idx_folder_loads_with_official_test_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 200;
+        let pixels: Vec<u8> = (0..n * 16).map(|i| (i * 7 % 256) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        for (images, labels_name, count) in [
+            ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", n),
+            ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 50),
+        ] {
+            std::fs::write(dir.path().join(images), crate::idx::encode(&[count, 4, 4], &pixels[..count * 16])).unwrap();
+            std::fs::write(dir.path().join(labels_name), crate::idx::encode(&[count], &labels[..count])).unwrap();
+        }
+        let spec = format!("idx:{}", dir.path().display());
+        let s = load(&spec, 1).unwrap();
+        assert_eq!(s.train.sample_shape(), vec![1, 4, 4]);
+        assert_eq!(s.test.len(), 50);
+        assert_eq!(s.train.len() + s.val.len(), n);
+        assert_eq!(s.val.len(), 20);
+        let x: Vec<f32> = s.train.x.flatten_all().unwrap().to_vec1().unwrap();
+        let mean = x.iter().sum::<f32>() / x.len() as f32;
+        assert!(mean.abs() < 1e-3, "{mean}");
+
+        std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
+        let err = load(&spec, 1).unwrap_err().to_string();
+        assert!(err.contains("t10k-labels-idx1-ubyte"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum NnError {
     },
     #[error("{path}: {message}")]
     Spec { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
     #[error("{path}: tensor `{name}` has shape {found:?} but the model spec expects {expected:?}")]
     ShapeMismatch {
         path: PathBuf,

@@ -23,9 +23,88 @@ pub enum Op {
         #[serde(default = "default_true")]
         bias: bool,
     },
+    /// 2-D convolution over `[channels, height, width]`, weight `[out, in / groups, k, k]`.
+    /// `groups = in_channels = out_channels` is a depthwise convolution.
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        #[serde(default = "default_one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "default_one")]
+        groups: usize,
+        #[serde(default = "default_true")]
+        bias: bool,
+    },
+    /// Batch normalisation over channels: batch statistics when training, running
+    /// statistics (`running_mean`, `running_var`) when evaluating.
+    BatchNorm2d {
+        num_features: usize,
+        #[serde(default = "default_eps")]
+        eps: f64,
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+    },
+    MaxPool2d {
+        kernel_size: usize,
+        #[serde(default)]
+        stride: Option<usize>,
+    },
+    AvgPool2d {
+        kernel_size: usize,
+        #[serde(default)]
+        stride: Option<usize>,
+    },
+    /// Mean over the spatial dimensions: `[c, h, w]` → `[c]`.
+    GlobalAvgPool,
     Relu,
     /// Flattens every dimension after the batch dimension.
     Flatten,
+    /// Element-wise sum of two inputs of the same shape (residual connections).
+    Add,
+    /// Zeroes each value with probability `p` when training (scaling the rest by 1/(1-p)).
+    Dropout { p: f64 },
+}
+
+fn default_one() -> usize {
+    1
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_momentum() -> f64 {
+    0.1
+}
+
+impl Op {
+    /// The op's name in layer tables (PyTorch's class names).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Linear { .. } => "Linear",
+            Op::Conv2d { .. } => "Conv2d",
+            Op::BatchNorm2d { .. } => "BatchNorm2d",
+            Op::MaxPool2d { .. } => "MaxPool2d",
+            Op::AvgPool2d { .. } => "AvgPool2d",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::Relu => "ReLU",
+            Op::Flatten => "Flatten",
+            Op::Add => "Add",
+            Op::Dropout { .. } => "Dropout",
+        }
+    }
+
+    /// Number of inputs the op takes.
+    pub fn arity(&self) -> usize {
+        if matches!(self, Op::Add) {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -70,26 +149,53 @@ pub struct LayerSummary {
 }
 
 impl GraphSpec {
-    /// The parameter tensors this spec requires, with their shapes, in node order.
+    /// The tensors this spec requires (parameters and buffers), with their shapes, in node
+    /// order and PyTorch naming.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut shapes = Vec::new();
         for node in &self.nodes {
-            if let Op::Linear {
-                in_features,
-                out_features,
-                bias,
-            } = node.op
-            {
-                shapes.push((
-                    format!("{}.weight", node.name),
-                    vec![out_features, in_features],
-                ));
-                if bias {
-                    shapes.push((format!("{}.bias", node.name), vec![out_features]));
+            let n = &node.name;
+            match node.op {
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => {
+                    shapes.push((format!("{n}.weight"), vec![out_features, in_features]));
+                    if bias {
+                        shapes.push((format!("{n}.bias"), vec![out_features]));
+                    }
                 }
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    shapes.push((
+                        format!("{n}.weight"),
+                        vec![out_channels, in_channels / groups.max(1), kernel_size, kernel_size],
+                    ));
+                    if bias {
+                        shapes.push((format!("{n}.bias"), vec![out_channels]));
+                    }
+                }
+                Op::BatchNorm2d { num_features, .. } => {
+                    for t in ["weight", "bias", "running_mean", "running_var"] {
+                        shapes.push((format!("{n}.{t}"), vec![num_features]));
+                    }
+                }
+                _ => {}
             }
         }
         shapes
+    }
+
+    /// Whether the named tensor is a buffer (running statistics), not trained by gradient.
+    pub fn is_buffer(name: &str) -> bool {
+        name.ends_with(".running_mean") || name.ends_with(".running_var")
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
@@ -101,6 +207,15 @@ impl GraphSpec {
         self.nodes
             .iter()
             .filter(|n| matches!(n.op, Op::Linear { .. }))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Names of the Linear and Conv2d nodes, in order: the layers that hold weights.
+    pub fn weight_layers(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }))
             .map(|n| n.name.clone())
             .collect()
     }
@@ -118,44 +233,117 @@ impl GraphSpec {
                     node.name
                 )));
             }
-            if node.inputs.len() != 1 {
+            if node.inputs.len() != node.op.arity() {
                 return Err(NnError::Graph(format!(
-                    "node `{}` takes exactly one input, got {}",
+                    "node `{}` ({}) takes {} input(s), got {}",
                     node.name,
+                    node.op.kind(),
+                    node.op.arity(),
                     node.inputs.len()
                 )));
             }
-            let input = shapes.get(node.inputs[0].as_str()).ok_or_else(|| {
-                NnError::Graph(format!(
-                    "node `{}` reads `{}`, which is not defined before it",
-                    node.name, node.inputs[0]
-                ))
-            })?;
-            let (out, params, flops, op) = match &node.op {
+            let mut inputs = Vec::new();
+            for name in &node.inputs {
+                inputs.push(shapes.get(name.as_str()).ok_or_else(|| {
+                    NnError::Graph(format!(
+                        "node `{}` reads `{}`, which is not defined before it",
+                        node.name, name
+                    ))
+                })?);
+            }
+            let input = inputs[0];
+            let fail = |message: String| NnError::Graph(format!("node `{}`: {message}", node.name));
+            let chw = || -> Result<(usize, usize, usize)> {
+                match input.as_slice() {
+                    [c, h, w] => Ok((*c, *h, *w)),
+                    other => Err(fail(format!("expects a [channels, height, width] input, receives {other:?}"))),
+                }
+            };
+            let numel = input.iter().product::<usize>() as u64;
+            let (out, params, flops): (Vec<usize>, usize, u64) = match &node.op {
                 Op::Linear {
                     in_features,
                     out_features,
                     bias,
                 } => {
                     if input.len() != 1 || input[0] != *in_features {
-                        return Err(NnError::Graph(format!(
-                            "node `{}` expects {} input features but receives shape {:?}",
-                            node.name, in_features, input
+                        return Err(fail(format!(
+                            "expects {in_features} input features but receives shape {input:?}"
                         )));
                     }
                     let params = in_features * out_features + if *bias { *out_features } else { 0 };
                     let flops = 2 * (*in_features as u64) * (*out_features as u64)
                         + if *bias { *out_features as u64 } else { 0 };
-                    (vec![*out_features], params, flops, "Linear")
+                    (vec![*out_features], params, flops)
                 }
-                Op::Relu => (
-                    input.clone(),
-                    0,
-                    input.iter().product::<usize>() as u64,
-                    "Relu",
-                ),
-                Op::Flatten => (vec![input.iter().product()], 0, 0, "Flatten"),
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    stride,
+                    padding,
+                    groups,
+                    bias,
+                } => {
+                    let (c, h, w) = chw()?;
+                    if c != *in_channels {
+                        return Err(fail(format!("expects {in_channels} channels, receives {c}")));
+                    }
+                    if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
+                        return Err(fail(format!(
+                            "groups = {groups} must divide in_channels ({c}) and out_channels ({out_channels})"
+                        )));
+                    }
+                    if *stride == 0 || h + 2 * padding < *kernel_size || w + 2 * padding < *kernel_size {
+                        return Err(fail(format!(
+                            "a {kernel_size}x{kernel_size} kernel with padding {padding} and stride {stride} does not fit a {h}x{w} input"
+                        )));
+                    }
+                    let ho = (h + 2 * padding - kernel_size) / stride + 1;
+                    let wo = (w + 2 * padding - kernel_size) / stride + 1;
+                    let per_output = (c / groups * kernel_size * kernel_size) as u64;
+                    let outputs = (out_channels * ho * wo) as u64;
+                    let params = out_channels * (c / groups) * kernel_size * kernel_size
+                        + if *bias { *out_channels } else { 0 };
+                    let flops = 2 * per_output * outputs + if *bias { outputs } else { 0 };
+                    (vec![*out_channels, ho, wo], params, flops)
+                }
+                Op::BatchNorm2d { num_features, .. } => {
+                    let (c, _, _) = chw()?;
+                    if c != *num_features {
+                        return Err(fail(format!("expects {num_features} channels, receives {c}")));
+                    }
+                    (input.clone(), 2 * num_features, 2 * numel)
+                }
+                Op::MaxPool2d { kernel_size, stride } | Op::AvgPool2d { kernel_size, stride } => {
+                    let (c, h, w) = chw()?;
+                    let s = stride.unwrap_or(*kernel_size);
+                    if *kernel_size == 0 || s == 0 || h < *kernel_size || w < *kernel_size {
+                        return Err(fail(format!("a {kernel_size}x{kernel_size} window does not fit a {h}x{w} input")));
+                    }
+                    let (ho, wo) = ((h - kernel_size) / s + 1, (w - kernel_size) / s + 1);
+                    (vec![c, ho, wo], 0, (c * ho * wo * kernel_size * kernel_size) as u64)
+                }
+                Op::GlobalAvgPool => {
+                    let (c, _, _) = chw()?;
+                    (vec![c], 0, numel)
+                }
+                Op::Add => {
+                    if inputs[1] != input {
+                        return Err(fail(format!("adds shapes {input:?} and {:?}", inputs[1])));
+                    }
+                    (input.clone(), 0, numel)
+                }
+                Op::Relu => (input.clone(), 0, numel),
+                Op::Dropout { p } => {
+                    if !(0.0..1.0).contains(p) {
+                        return Err(fail(format!("dropout probability {p} is not in [0, 1)")));
+                    }
+                    (input.clone(), 0, 0)
+                }
+                Op::Flatten => (vec![input.iter().product()], 0, 0),
             };
+            let op = node.op.kind();
             shapes.insert(node.name.as_str(), out.clone());
             rows.push(LayerSummary {
                 name: node.name.clone(),
@@ -178,11 +366,42 @@ impl GraphSpec {
     }
 }
 
-/// A network: architecture plus weights.
+/// A network: architecture plus weights (parameters and buffers).
 #[derive(Debug, Clone)]
 pub struct Graph {
     pub spec: GraphSpec,
     pub params: BTreeMap<String, Tensor>,
+    /// im2col indices of the convolutions, built on first use and shared by clones.
+    pub conv_cache: crate::conv::IndexCache,
+}
+
+/// How a forward pass runs. Evaluation uses running statistics and no dropout; training
+/// uses batch statistics, records the new running statistics and draws dropout masks from
+/// a seeded RNG.
+pub struct ForwardContext {
+    pub train: bool,
+    pub rng: Option<rand::rngs::StdRng>,
+    /// Running-statistics updates computed in a training pass, to be stored by the caller.
+    pub buffer_updates: Vec<(String, Tensor)>,
+}
+
+impl ForwardContext {
+    pub fn eval() -> Self {
+        ForwardContext {
+            train: false,
+            rng: None,
+            buffer_updates: Vec::new(),
+        }
+    }
+
+    pub fn train(seed: u64) -> Self {
+        use rand::SeedableRng;
+        ForwardContext {
+            train: true,
+            rng: Some(rand::rngs::StdRng::seed_from_u64(seed)),
+            buffer_updates: Vec::new(),
+        }
+    }
 }
 
 impl Graph {
@@ -190,7 +409,11 @@ impl Graph {
     pub fn new(spec: GraphSpec, params: BTreeMap<String, Tensor>) -> Result<Self> {
         spec.summarize()?;
         check_params(&spec, &params, std::path::Path::new("<memory>"))?;
-        Ok(Graph { spec, params })
+        Ok(Graph {
+            spec,
+            params,
+            conv_cache: Default::default(),
+        })
     }
 
     pub fn param(&self, name: &str) -> Result<&Tensor> {
@@ -199,9 +422,13 @@ impl Graph {
             .ok_or_else(|| NnError::Graph(format!("parameter `{name}` is missing")))
     }
 
-    /// Number of scalar parameters.
+    /// Number of scalar parameters (buffers excluded).
     pub fn num_params(&self) -> usize {
-        self.params.values().map(|t| t.elem_count()).sum()
+        self.params
+            .iter()
+            .filter(|(name, _)| !GraphSpec::is_buffer(name))
+            .map(|(_, t)| t.elem_count())
+            .sum()
     }
 
     /// FLOPs of one forward pass for one sample.
@@ -209,42 +436,109 @@ impl Graph {
         Ok(self.spec.summarize()?.iter().map(|r| r.flops).sum())
     }
 
-    /// Forward pass with the stored parameters.
+    /// Forward pass in evaluation mode with the stored parameters.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with(x, &|name| Ok(self.param(name)?.clone()))
     }
 
-    /// Forward pass that looks each parameter up through `param`, so a caller can
-    /// substitute trainable variables or fake-quantized weights without copying the graph.
-    pub fn forward_with(
+    /// Forward pass in evaluation mode that looks each parameter up through `param`, so a
+    /// caller can substitute fake-quantized weights without copying the graph.
+    pub fn forward_with(&self, x: &Tensor, param: &dyn Fn(&str) -> Result<Tensor>) -> Result<Tensor> {
+        self.forward_ctx(x, param, &mut ForwardContext::eval())
+    }
+
+    /// The general forward pass.
+    pub fn forward_ctx(
         &self,
         x: &Tensor,
         param: &dyn Fn(&str) -> Result<Tensor>,
+        ctx: &mut ForwardContext,
     ) -> Result<Tensor> {
         let mut values: BTreeMap<&str, Tensor> = BTreeMap::new();
         values.insert(INPUT, x.clone());
         for node in &self.spec.nodes {
-            let input = values.get(node.inputs[0].as_str()).ok_or_else(|| {
-                NnError::Graph(format!("node `{}` has no input value", node.name))
-            })?;
+            let get = |i: usize| -> Result<&Tensor> {
+                values.get(node.inputs[i].as_str()).ok_or_else(|| {
+                    NnError::Graph(format!("node `{}` has no input value", node.name))
+                })
+            };
+            let input = get(0)?;
+            let p = |suffix: &str| param(&format!("{}.{suffix}", node.name));
             let out = match &node.op {
                 Op::Linear { bias, .. } => {
-                    let w = param(&format!("{}.weight", node.name))?;
-                    let y = input.matmul(&w.t()?)?;
+                    let y = input.matmul(&p("weight")?.t()?)?;
                     if *bias {
-                        y.broadcast_add(&param(&format!("{}.bias", node.name))?)?
+                        y.broadcast_add(&p("bias")?)?
                     } else {
                         y
                     }
                 }
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    let b = if *bias { Some(p("bias")?) } else { None };
+                    crate::conv::conv2d(input, &p("weight")?, b.as_ref(), *stride, *padding, *groups, &self.conv_cache)?
+                }
+                Op::BatchNorm2d {
+                    num_features,
+                    eps,
+                    momentum,
+                } => {
+                    let shape = (1, *num_features, 1, 1);
+                    let (mean, var) = if ctx.train {
+                        let mean = input.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+                        let centred = input.broadcast_sub(&mean)?;
+                        let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+                        let (b, _, h, w) = input.dims4()?;
+                        let n = (b * h * w) as f64;
+                        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
+                        for (name, batch) in [("running_mean", mean.detach().flatten_all()?), ("running_var", unbiased)] {
+                            let running = p(name)?;
+                            let updated = ((running * (1.0 - momentum))? + (batch * *momentum)?)?;
+                            ctx.buffer_updates.push((format!("{}.{name}", node.name), updated));
+                        }
+                        (mean, var)
+                    } else {
+                        (p("running_mean")?.reshape(shape)?, p("running_var")?.reshape(shape)?)
+                    };
+                    let normalised = input.broadcast_sub(&mean)?.broadcast_div(&(var + *eps)?.sqrt()?)?;
+                    normalised
+                        .broadcast_mul(&p("weight")?.reshape(shape)?)?
+                        .broadcast_add(&p("bias")?.reshape(shape)?)?
+                }
+                Op::MaxPool2d { kernel_size, stride } => {
+                    let s = stride.unwrap_or(*kernel_size);
+                    input.max_pool2d_with_stride(*kernel_size, s)?
+                }
+                Op::AvgPool2d { kernel_size, stride } => {
+                    let s = stride.unwrap_or(*kernel_size);
+                    input.avg_pool2d_with_stride(*kernel_size, s)?
+                }
+                Op::GlobalAvgPool => input.flatten_from(2)?.mean(2)?,
                 Op::Relu => input.relu()?,
                 Op::Flatten => input.flatten_from(1)?,
+                Op::Add => (input + get(1)?)?,
+                Op::Dropout { p: rate } => match (&mut ctx.rng, ctx.train && *rate > 0.0) {
+                    (Some(rng), true) => {
+                        use rand::Rng;
+                        let keep = 1.0 - rate;
+                        let mask: Vec<f32> = (0..input.elem_count())
+                            .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+                            .collect();
+                        (input * Tensor::from_vec(mask, input.dims(), input.device())?)?
+                    }
+                    _ => input.clone(),
+                },
             };
             values.insert(node.name.as_str(), out);
         }
-        values.remove(self.spec.output.as_str()).ok_or_else(|| {
-            NnError::Graph(format!("output `{}` was not computed", self.spec.output))
-        })
+        values
+            .remove(self.spec.output.as_str())
+            .ok_or_else(|| NnError::Graph(format!("output `{}` was not computed", self.spec.output)))
     }
 }
 
@@ -275,8 +569,10 @@ pub fn check_params(
             });
         }
     }
+    // PyTorch's BatchNorm also saves `num_batches_tracked`, which nothing here needs.
     if let Some(extra) = params
         .keys()
+        .filter(|k| !k.ends_with(".num_batches_tracked"))
         .find(|k| !expected.iter().any(|(name, _)| name == *k))
     {
         return Err(NnError::UnexpectedTensor {

@@ -68,9 +68,12 @@ pub fn load(dir: &Path) -> Result<Graph> {
             path: weights.clone(),
             message: format!("not a readable safetensors file: {e}"),
         })?;
-    let params: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let params: BTreeMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with(".num_batches_tracked"))
+        .collect();
     check_params(&spec, &params, &weights)?;
-    Ok(Graph { spec, params })
+    Ok(Graph::new(spec, params)?)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never

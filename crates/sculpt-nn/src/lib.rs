@@ -3,16 +3,18 @@
 //! the model zoo, safetensors/spec I/O and the datasets models are trained on. It knows
 //! nothing about search or storage.
 
+pub mod conv;
 pub mod data;
 pub mod error;
 pub mod graph;
+pub mod idx;
 pub mod io;
 pub mod train;
 pub mod zoo;
 
 pub use data::{Dataset, Splits};
 pub use error::{NnError, Result};
-pub use graph::{Graph, GraphSpec, LayerSummary, Node, Op};
+pub use graph::{ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op};
 pub use train::{accuracy, predict_logits, train, EpochStats, TrainConfig, TrainReport};
 
 /// The device every tensor lives on. The GPU is an optional later feature.
