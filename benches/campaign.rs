@@ -44,6 +44,7 @@ fn main() {
         &sculpt_nn::train::cross_entropy,
         &|_, w| Ok(w.clone()),
         &mut |_| {},
+        None,
     )
     .unwrap();
     println!(

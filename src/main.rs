@@ -25,10 +25,10 @@ struct Cli {
 enum Command {
     /// Train a model from the zoo and write model.toml, model.safetensors and metrics.json.
     Train {
-        /// Zoo model: mlp (64-256-128-10) or lenet-300-100.
+        /// Zoo model: mlp, lenet-300-100, lenet-5, resnet-8, mobilenet-s.
         #[arg(long)]
         model: String,
-        /// Data source: digits.
+        /// Data source: digits, mnist:DIR or idx:DIR.
         #[arg(long, default_value = "digits")]
         data: String,
         /// Output directory.
@@ -42,9 +42,49 @@ enum Command {
         learning_rate: f64,
         #[arg(long, default_value_t = 1e-4)]
         weight_decay: f64,
+        /// adamw or sgd.
+        #[arg(long, default_value = "adamw")]
+        optimizer: String,
+        /// SGD momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        /// cosine, step or constant.
+        #[arg(long, default_value = "cosine")]
+        schedule: String,
+        /// Step schedule: multiply the rate by --step-gamma every --step-every epochs.
+        #[arg(long, default_value_t = 10)]
+        step_every: usize,
+        #[arg(long, default_value_t = 0.1)]
+        step_gamma: f64,
         /// Seed for the data split, the initialisation and the batch order.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Continue from the checkpoint a killed run left in --out.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Print a model directory's layer table: name, op, output shape, params, FLOPs.
+    Inspect {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model directory: test accuracy, and latency measured and modelled.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: String,
+        /// Seed of the data split (the one the model was trained with).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Device profile for the modelled latency.
+        #[arg(long, default_value = "epyc-zen4-1core")]
+        profile: String,
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Run (or resume) a compression search campaign.
     Run {
@@ -97,19 +137,50 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             batch_size,
             learning_rate,
             weight_decay,
+            optimizer,
+            momentum,
+            schedule,
+            step_every,
+            step_gamma,
             seed,
-        } => train(
-            &model,
-            &data,
-            &out,
-            sculpt_nn::TrainConfig {
+            resume,
+        } => {
+            let optimizer = match optimizer.as_str() {
+                "adamw" => sculpt_nn::train::OptimizerKind::AdamW,
+                "sgd" => sculpt_nn::train::OptimizerKind::Sgd { momentum },
+                other => anyhow::bail!("unknown optimizer `{other}` (known: adamw, sgd)"),
+            };
+            let schedule = match schedule.as_str() {
+                "cosine" => sculpt_nn::train::Schedule::Cosine,
+                "constant" => sculpt_nn::train::Schedule::Constant,
+                "step" => sculpt_nn::train::Schedule::Step {
+                    every: step_every,
+                    gamma: step_gamma,
+                },
+                other => {
+                    anyhow::bail!("unknown schedule `{other}` (known: cosine, step, constant)")
+                }
+            };
+            let config = sculpt_nn::TrainConfig {
                 epochs,
                 batch_size,
                 learning_rate,
                 weight_decay,
                 seed,
-            },
-        ),
+                optimizer,
+                schedule,
+            };
+            train(&model, &data, &out, config, resume)
+        }
+        Command::Inspect { dir, json } => inspect(&dir, json),
+        Command::Eval {
+            model,
+            data,
+            seed,
+            profile,
+            batch_size,
+            json,
+        } => eval(&model, &data, seed, &profile, batch_size, json),
         Command::Run { campaign, out } => run(&campaign, out),
         Command::Report { dir, budget_ms } => report(&dir, budget_ms),
         Command::Select {
@@ -125,6 +196,7 @@ fn train(
     data: &str,
     out: &Path,
     config: sculpt_nn::TrainConfig,
+    resume: bool,
 ) -> anyhow::Result<()> {
     let splits = sculpt_nn::data::load(data, config.seed)?;
     eprintln!(
@@ -134,15 +206,16 @@ fn train(
         splits.test.len()
     );
     let bar = indicatif_bar(config.epochs);
-    let (_, metrics) = sculpt_campaign::train_model(model, &splits, &config, out, &mut |s| {
-        bar.set_position(s.epoch as u64);
-        bar.set_message(format!(
-            "loss {:.4}, train accuracy {:.2}%, {:.0} samples/s",
-            s.loss,
-            s.train_accuracy * 100.0,
-            s.samples_per_second
-        ));
-    })?;
+    let (_, metrics) =
+        sculpt_campaign::train_model(model, &splits, &config, out, resume, &mut |s| {
+            bar.set_position(s.epoch as u64);
+            bar.set_message(format!(
+                "loss {:.4}, train accuracy {:.2}%, {:.0} samples/s",
+                s.loss,
+                s.train_accuracy * 100.0,
+                s.samples_per_second
+            ));
+        })?;
     bar.finish();
     println!(
         "test accuracy {:.2}%, validation {:.2}%, {:.3} s/epoch, {:.0} samples/s, {} params, {} bytes",
@@ -154,6 +227,83 @@ fn train(
         metrics.size_bytes
     );
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let graph = sculpt_nn::io::load(dir)?;
+    let rows = graph.spec.summarize()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{} (input {:?}, {} classes)",
+        graph.spec.name, graph.spec.input_shape, graph.spec.num_classes
+    );
+    println!(
+        "{:<14} {:<14} {:<16} {:>10} {:>14}",
+        "name", "op", "output", "params", "FLOPs"
+    );
+    for r in &rows {
+        println!(
+            "{:<14} {:<14} {:<16} {:>10} {:>14}",
+            r.name,
+            r.op,
+            format!("{:?}", r.output_shape),
+            r.params,
+            r.flops
+        );
+    }
+    println!(
+        "{:<14} {:<14} {:<16} {:>10} {:>14}",
+        "total",
+        "",
+        "",
+        rows.iter().map(|r| r.params).sum::<usize>(),
+        rows.iter().map(|r| r.flops).sum::<u64>()
+    );
+    Ok(())
+}
+
+fn eval(
+    model: &Path,
+    data: &str,
+    seed: u64,
+    profile: &str,
+    batch_size: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let graph = sculpt_nn::io::load(model)?;
+    let splits = sculpt_nn::data::load(data, seed)?;
+    let accuracy = sculpt_nn::accuracy(&graph, &splits.test)?;
+    let profile = sculpt_latency::DeviceProfile::load(profile)?;
+    let modelled = sculpt_latency::estimate(&graph, &profile, batch_size)?.total_ms();
+    let measured = sculpt_latency::measure(&graph, batch_size, 200)?;
+    let report = serde_json::json!({
+        "model": graph.spec.name,
+        "data": data,
+        "test_accuracy": accuracy,
+        "batch_size": batch_size,
+        "latency_ms_measured": measured,
+        "latency_ms_modelled": modelled,
+        "profile": profile.name,
+        "size_bytes": sculpt_compress::model_size_bytes(&graph),
+        "params": graph.num_params(),
+        "flops": graph.flops()?,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: test accuracy {:.2}% on {data}; latency at batch {batch_size}: {:.4} ms measured (candle, this machine), {:.4} ms modelled ({})",
+            graph.spec.name,
+            accuracy * 100.0,
+            measured,
+            modelled,
+            profile.name
+        );
+    }
     Ok(())
 }
 

@@ -365,6 +365,7 @@ impl Campaign {
                 learning_rate: 2e-3,
                 weight_decay: 1e-4,
                 seed: raw.seed,
+                ..TrainConfig::default()
             },
         )?;
         let teacher =
@@ -416,6 +417,7 @@ impl Campaign {
                 learning_rate: 1e-3,
                 weight_decay: 0.0,
                 seed: raw.seed,
+                ..TrainConfig::default()
             },
         )?;
 

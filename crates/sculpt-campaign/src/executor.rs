@@ -124,7 +124,7 @@ fn load_teacher(
                     ));
                 }
                 let (graph, metrics) =
-                    crate::teacher::train_model(model, splits, train, &dir, &mut |_| {})?;
+                    crate::teacher::train_model(model, splits, train, &dir, true, &mut |_| {})?;
                 for o in observers.iter_mut() {
                     o.on_phase(&format!(
                         "teacher trained: test accuracy {:.2}%, {:.0} samples/s",
@@ -238,7 +238,7 @@ impl Evaluator<'_> {
             duration_s: 0.0,
             error: None,
         };
-        for layer in self.teacher.spec.linear_layers() {
+        for layer in self.teacher.spec.weight_layers() {
             record.prune.insert(
                 layer.clone(),
                 value(&format!("prune_{layer}")).unwrap_or(0.0),
@@ -299,7 +299,7 @@ pub fn run(
     let started = Instant::now();
     let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
     // Lock the directory and check that it belongs to this campaign before any training.
-    let layers = teacher_spec(campaign, &splits)?.linear_layers();
+    let layers = teacher_spec(campaign, &splits)?.weight_layers();
     let mut store = Store::open(
         out,
         CampaignMeta {

@@ -44,7 +44,7 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<SearchSpace>
     }
     let quantizable: Vec<String> = teacher
         .spec
-        .linear_layers()
+        .weight_layers()
         .into_iter()
         .filter(|l| matches_pattern(&campaign.bits_layers, l))
         .collect();
@@ -54,7 +54,7 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<SearchSpace>
             campaign.path.display(),
             campaign.bits_layers,
             teacher.spec.name,
-            teacher.spec.linear_layers().join(", ")
+            teacher.spec.weight_layers().join(", ")
         )));
     }
     let choices: Vec<f64> = campaign.bits_choices.iter().map(|&b| b as f64).collect();
@@ -72,7 +72,7 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<SearchSpace>
 pub fn decode(space: &SearchSpace, point: &Point, teacher: &Graph) -> Result<CompressionPlan> {
     let value = |name: &str| space.value(point, name);
     let mut layers = BTreeMap::new();
-    for layer in teacher.spec.linear_layers() {
+    for layer in teacher.spec.weight_layers() {
         layers.insert(
             layer.clone(),
             LayerPlan {

@@ -28,12 +28,14 @@ pub struct TrainMetrics {
 }
 
 /// Trains zoo model `model` on `splits` and writes `model.toml`, `model.safetensors` and
-/// `metrics.json` into `out`. `on_epoch` sees each epoch's statistics (for progress).
+/// `metrics.json` into `out`. A checkpoint is kept in `out` after every epoch; with
+/// `resume`, training continues from it. `on_epoch` sees each epoch's statistics.
 pub fn train_model(
     model: &str,
     splits: &Splits,
     config: &TrainConfig,
     out: &Path,
+    resume: bool,
     on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
 ) -> Result<(Graph, TrainMetrics)> {
     let mut graph = sculpt_nn::zoo::build(
@@ -49,6 +51,7 @@ pub fn train_model(
         &sculpt_nn::train::cross_entropy,
         &|_, w| Ok(w.clone()),
         on_epoch,
+        Some(&sculpt_nn::train::Checkpointing { dir: out, resume }),
     )?;
     let metrics = TrainMetrics {
         model: model.to_string(),
@@ -67,6 +70,8 @@ pub fn train_model(
         flops: graph.flops()?,
     };
     sculpt_nn::io::save(&graph, out)?;
+    sculpt_nn::train::remove_checkpoint(out);
+    sculpt_nn::train::remove_checkpoint(out);
     let path = out.join(sculpt_nn::io::METRICS_FILE);
     let text = serde_json::to_string_pretty(&metrics)
         .map_err(|e| CampaignError::Invalid(e.to_string()))?;

@@ -57,7 +57,7 @@ pub fn distill(
             None => Ok(w.clone()),
         }
     };
-    let report = sculpt_nn::train(student, train, config, &loss, &view, &mut |_| {})?;
+    let report = sculpt_nn::train(student, train, config, &loss, &view, &mut |_| {}, None)?;
     let requantized = crate::quantize::quantize(student, &bits)?;
     *student = requantized;
     Ok(report)

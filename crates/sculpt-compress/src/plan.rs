@@ -42,7 +42,7 @@ impl CompressionPlan {
                 self.alpha
             )));
         }
-        let layers = graph.spec.linear_layers();
+        let layers = graph.spec.weight_layers();
         for (name, layer) in &self.layers {
             if !layers.contains(name) {
                 return Err(CompressError::Plan(format!(

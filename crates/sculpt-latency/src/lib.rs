@@ -4,9 +4,11 @@
 //! time, plus that fixed cost. It knows nothing about search or storage.
 
 pub mod error;
+pub mod measure;
 pub mod profile;
 pub mod roofline;
 
 pub use error::{LatencyError, Result};
+pub use measure::measure;
 pub use profile::{DeviceProfile, OpsPerSecond};
 pub use roofline::{estimate, Bound, LatencyEstimate, LayerLatency};

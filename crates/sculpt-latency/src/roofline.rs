@@ -44,18 +44,30 @@ pub fn estimate(
     let batch = batch_size.max(1) as f64;
     let rows = graph.spec.summarize()?;
     let mut shapes: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    shapes.insert(sculpt_nn::graph::INPUT, graph.spec.input_shape.iter().product());
+    shapes.insert(
+        sculpt_nn::graph::INPUT,
+        graph.spec.input_shape.iter().product(),
+    );
     let mut layers = Vec::new();
     for (node, row) in graph.spec.nodes.iter().zip(&rows) {
         let out_elems: usize = row.output_shape.iter().product();
-        let in_elems: usize = node.inputs.iter().map(|i| shapes.get(i.as_str()).copied().unwrap_or(0)).sum();
+        let in_elems: usize = node
+            .inputs
+            .iter()
+            .map(|i| shapes.get(i.as_str()).copied().unwrap_or(0))
+            .sum();
         shapes.insert(node.name.as_str(), out_elems);
         let activation_bytes = 4.0 * batch * (in_elems + out_elems) as f64;
         let flops = batch * row.flops as f64;
         let (weight_bytes, rate) = match node.op {
             Op::Linear { .. } | Op::Conv2d { .. } => {
                 let weight_name = format!("{}.weight", node.name);
-                let bits = graph.spec.weight_bits.get(&weight_name).copied().unwrap_or(32);
+                let bits = graph
+                    .spec
+                    .weight_bits
+                    .get(&weight_name)
+                    .copied()
+                    .unwrap_or(32);
                 let weight = sculpt_compress::tensor_size_bytes(
                     graph.param(&weight_name)?,
                     (bits < 32).then_some(bits),
@@ -66,7 +78,9 @@ pub fn estimate(
                     .map_or(0.0, |b| 4.0 * b.elem_count() as f64);
                 (weight + bias, profile.rate_for_bits(bits))
             }
-            Op::BatchNorm2d { num_features, .. } => (16.0 * num_features as f64, profile.ops_per_second.f32),
+            Op::BatchNorm2d { num_features, .. } => {
+                (16.0 * num_features as f64, profile.ops_per_second.f32)
+            }
             Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool | Op::Add => {
                 (0.0, profile.ops_per_second.f32)
             }

@@ -159,10 +159,25 @@ mod tests {
             (6, 6, 3, 1, 1, 6),
             (4, 8, 3, 2, 1, 2),
         ] {
-            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, c, 9, 9), &dev).unwrap()).unwrap();
-            let w = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (o, c / groups, k, k), &dev).unwrap()).unwrap();
+            let x = candle_core::Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (2, c, 9, 9), &dev).unwrap(),
+            )
+            .unwrap();
+            let w = candle_core::Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (o, c / groups, k, k), &dev).unwrap(),
+            )
+            .unwrap();
             let bias = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
-            let ours = conv2d(x.as_tensor(), w.as_tensor(), Some(&bias), stride, padding, groups, &cache).unwrap();
+            let ours = conv2d(
+                x.as_tensor(),
+                w.as_tensor(),
+                Some(&bias),
+                stride,
+                padding,
+                groups,
+                &cache,
+            )
+            .unwrap();
             let theirs = x
                 .as_tensor()
                 .conv2d(w.as_tensor(), padding, stride, 1, groups)
@@ -170,14 +185,28 @@ mod tests {
                 .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            assert!(close(&ours, &theirs) < 1e-4, "forward {c} {o} {k} {stride} {padding} {groups}");
+            assert!(
+                close(&ours, &theirs) < 1e-4,
+                "forward {c} {o} {k} {stride} {padding} {groups}"
+            );
             let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             let g_theirs = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&x, &w] {
                 let a = g_ours.get(v.as_tensor()).unwrap();
                 let b = g_theirs.get(v.as_tensor()).unwrap();
-                let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-                assert!(close(a, b) <= 1e-4 * scale.max(1.0), "backward {c} {o} {k} {stride} {padding} {groups}");
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    close(a, b) <= 1e-4 * scale.max(1.0),
+                    "backward {c} {o} {k} {stride} {padding} {groups}"
+                );
             }
         }
     }

@@ -77,7 +77,10 @@ pub fn load(spec: &str, seed: u64) -> Result<Splits> {
         };
         return split(spec, data, None, seed, Normalisation::PerFeature);
     }
-    if let Some(dir) = spec.strip_prefix("mnist:").or_else(|| spec.strip_prefix("idx:")) {
+    if let Some(dir) = spec
+        .strip_prefix("mnist:")
+        .or_else(|| spec.strip_prefix("idx:"))
+    {
         let dir = std::path::Path::new(dir);
         let read = |images: &str, labels: &str| -> Result<RawData> {
             let (pixels, shape, labels) = crate::idx::read_pair(
@@ -120,7 +123,8 @@ pub fn split(
     normalisation: Normalisation,
 ) -> Result<Splits> {
     let width: usize = data.sample_shape.iter().product();
-    for (part, d) in std::iter::once(("data", &data)).chain(test.as_ref().map(|t| ("test data", t))) {
+    for (part, d) in std::iter::once(("data", &data)).chain(test.as_ref().map(|t| ("test data", t)))
+    {
         if width == 0 || d.features.len() != d.labels.len() * width {
             return Err(NnError::Config(format!(
                 "{source}: {part}: {} feature values do not make {} samples of {width}",
@@ -142,7 +146,9 @@ pub fn split(
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut train, mut val, mut held_out) = (Vec::new(), Vec::new(), Vec::new());
     for class in 0..data.num_classes as u32 {
-        let mut members: Vec<usize> = (0..data.labels.len()).filter(|&i| data.labels[i] == class).collect();
+        let mut members: Vec<usize> = (0..data.labels.len())
+            .filter(|&i| data.labels[i] == class)
+            .collect();
         members.shuffle(&mut rng);
         let n_val = (members.len() as f64 * val_fraction).round() as usize;
         let n_test = (members.len() as f64 * test_fraction).round() as usize;
@@ -160,7 +166,12 @@ pub fn split(
         let mut x = Vec::with_capacity(rows.len() * width);
         for &r in rows {
             let row = &features[r * width..(r + 1) * width];
-            x.extend(row.iter().zip(&mean).zip(&scale).map(|((v, m), s)| (v - m) / s));
+            x.extend(
+                row.iter()
+                    .zip(&mean)
+                    .zip(&scale)
+                    .map(|((v, m), s)| (v - m) / s),
+            );
         }
         let y: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
         let mut shape = vec![rows.len()];
@@ -173,7 +184,11 @@ pub fn split(
         })
     };
     let test_set = match &test {
-        Some(t) => make(&t.features, &t.labels, &(0..t.labels.len()).collect::<Vec<_>>())?,
+        Some(t) => make(
+            &t.features,
+            &t.labels,
+            &(0..t.labels.len()).collect::<Vec<_>>(),
+        )?,
         None => make(&data.features, &data.labels, &held_out)?,
     };
     Ok(Splits {
@@ -275,8 +290,16 @@ mod tests {
             ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", n),
             ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 50),
         ] {
-            std::fs::write(dir.path().join(images), crate::idx::encode(&[count, 4, 4], &pixels[..count * 16])).unwrap();
-            std::fs::write(dir.path().join(labels_name), crate::idx::encode(&[count], &labels[..count])).unwrap();
+            std::fs::write(
+                dir.path().join(images),
+                crate::idx::encode(&[count, 4, 4], &pixels[..count * 16]),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join(labels_name),
+                crate::idx::encode(&[count], &labels[..count]),
+            )
+            .unwrap();
         }
         let spec = format!("idx:{}", dir.path().display());
         let s = load(&spec, 1).unwrap();

@@ -65,7 +65,9 @@ pub enum Op {
     /// Element-wise sum of two inputs of the same shape (residual connections).
     Add,
     /// Zeroes each value with probability `p` when training (scaling the rest by 1/(1-p)).
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
 }
 
 fn default_one() -> usize {
@@ -176,7 +178,12 @@ impl GraphSpec {
                 } => {
                     shapes.push((
                         format!("{n}.weight"),
-                        vec![out_channels, in_channels / groups.max(1), kernel_size, kernel_size],
+                        vec![
+                            out_channels,
+                            in_channels / groups.max(1),
+                            kernel_size,
+                            kernel_size,
+                        ],
                     ));
                     if bias {
                         shapes.push((format!("{n}.bias"), vec![out_channels]));
@@ -256,7 +263,9 @@ impl GraphSpec {
             let chw = || -> Result<(usize, usize, usize)> {
                 match input.as_slice() {
                     [c, h, w] => Ok((*c, *h, *w)),
-                    other => Err(fail(format!("expects a [channels, height, width] input, receives {other:?}"))),
+                    other => Err(fail(format!(
+                        "expects a [channels, height, width] input, receives {other:?}"
+                    ))),
                 }
             };
             let numel = input.iter().product::<usize>() as u64;
@@ -287,14 +296,19 @@ impl GraphSpec {
                 } => {
                     let (c, h, w) = chw()?;
                     if c != *in_channels {
-                        return Err(fail(format!("expects {in_channels} channels, receives {c}")));
+                        return Err(fail(format!(
+                            "expects {in_channels} channels, receives {c}"
+                        )));
                     }
                     if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
                         return Err(fail(format!(
                             "groups = {groups} must divide in_channels ({c}) and out_channels ({out_channels})"
                         )));
                     }
-                    if *stride == 0 || h + 2 * padding < *kernel_size || w + 2 * padding < *kernel_size {
+                    if *stride == 0
+                        || h + 2 * padding < *kernel_size
+                        || w + 2 * padding < *kernel_size
+                    {
                         return Err(fail(format!(
                             "a {kernel_size}x{kernel_size} kernel with padding {padding} and stride {stride} does not fit a {h}x{w} input"
                         )));
@@ -311,18 +325,33 @@ impl GraphSpec {
                 Op::BatchNorm2d { num_features, .. } => {
                     let (c, _, _) = chw()?;
                     if c != *num_features {
-                        return Err(fail(format!("expects {num_features} channels, receives {c}")));
+                        return Err(fail(format!(
+                            "expects {num_features} channels, receives {c}"
+                        )));
                     }
                     (input.clone(), 2 * num_features, 2 * numel)
                 }
-                Op::MaxPool2d { kernel_size, stride } | Op::AvgPool2d { kernel_size, stride } => {
+                Op::MaxPool2d {
+                    kernel_size,
+                    stride,
+                }
+                | Op::AvgPool2d {
+                    kernel_size,
+                    stride,
+                } => {
                     let (c, h, w) = chw()?;
                     let s = stride.unwrap_or(*kernel_size);
                     if *kernel_size == 0 || s == 0 || h < *kernel_size || w < *kernel_size {
-                        return Err(fail(format!("a {kernel_size}x{kernel_size} window does not fit a {h}x{w} input")));
+                        return Err(fail(format!(
+                            "a {kernel_size}x{kernel_size} window does not fit a {h}x{w} input"
+                        )));
                     }
                     let (ho, wo) = ((h - kernel_size) / s + 1, (w - kernel_size) / s + 1);
-                    (vec![c, ho, wo], 0, (c * ho * wo * kernel_size * kernel_size) as u64)
+                    (
+                        vec![c, ho, wo],
+                        0,
+                        (c * ho * wo * kernel_size * kernel_size) as u64,
+                    )
                 }
                 Op::GlobalAvgPool => {
                     let (c, _, _) = chw()?;
@@ -443,7 +472,11 @@ impl Graph {
 
     /// Forward pass in evaluation mode that looks each parameter up through `param`, so a
     /// caller can substitute fake-quantized weights without copying the graph.
-    pub fn forward_with(&self, x: &Tensor, param: &dyn Fn(&str) -> Result<Tensor>) -> Result<Tensor> {
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        param: &dyn Fn(&str) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         self.forward_ctx(x, param, &mut ForwardContext::eval())
     }
 
@@ -481,7 +514,15 @@ impl Graph {
                     ..
                 } => {
                     let b = if *bias { Some(p("bias")?) } else { None };
-                    crate::conv::conv2d(input, &p("weight")?, b.as_ref(), *stride, *padding, *groups, &self.conv_cache)?
+                    crate::conv::conv2d(
+                        input,
+                        &p("weight")?,
+                        b.as_ref(),
+                        *stride,
+                        *padding,
+                        *groups,
+                        &self.conv_cache,
+                    )?
                 }
                 Op::BatchNorm2d {
                     num_features,
@@ -492,29 +533,48 @@ impl Graph {
                     let (mean, var) = if ctx.train {
                         let mean = input.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
                         let centred = input.broadcast_sub(&mean)?;
-                        let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+                        let var = centred
+                            .sqr()?
+                            .mean_keepdim(0)?
+                            .mean_keepdim(2)?
+                            .mean_keepdim(3)?;
                         let (b, _, h, w) = input.dims4()?;
                         let n = (b * h * w) as f64;
                         let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
-                        for (name, batch) in [("running_mean", mean.detach().flatten_all()?), ("running_var", unbiased)] {
+                        for (name, batch) in [
+                            ("running_mean", mean.detach().flatten_all()?),
+                            ("running_var", unbiased),
+                        ] {
                             let running = p(name)?;
                             let updated = ((running * (1.0 - momentum))? + (batch * *momentum)?)?;
-                            ctx.buffer_updates.push((format!("{}.{name}", node.name), updated));
+                            ctx.buffer_updates
+                                .push((format!("{}.{name}", node.name), updated));
                         }
                         (mean, var)
                     } else {
-                        (p("running_mean")?.reshape(shape)?, p("running_var")?.reshape(shape)?)
+                        (
+                            p("running_mean")?.reshape(shape)?,
+                            p("running_var")?.reshape(shape)?,
+                        )
                     };
-                    let normalised = input.broadcast_sub(&mean)?.broadcast_div(&(var + *eps)?.sqrt()?)?;
+                    let normalised = input
+                        .broadcast_sub(&mean)?
+                        .broadcast_div(&(var + *eps)?.sqrt()?)?;
                     normalised
                         .broadcast_mul(&p("weight")?.reshape(shape)?)?
                         .broadcast_add(&p("bias")?.reshape(shape)?)?
                 }
-                Op::MaxPool2d { kernel_size, stride } => {
+                Op::MaxPool2d {
+                    kernel_size,
+                    stride,
+                } => {
                     let s = stride.unwrap_or(*kernel_size);
                     input.max_pool2d_with_stride(*kernel_size, s)?
                 }
-                Op::AvgPool2d { kernel_size, stride } => {
+                Op::AvgPool2d {
+                    kernel_size,
+                    stride,
+                } => {
                     let s = stride.unwrap_or(*kernel_size);
                     input.avg_pool2d_with_stride(*kernel_size, s)?
                 }
@@ -527,7 +587,13 @@ impl Graph {
                         use rand::Rng;
                         let keep = 1.0 - rate;
                         let mask: Vec<f32> = (0..input.elem_count())
-                            .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+                            .map(|_| {
+                                if rng.random::<f64>() < keep {
+                                    (1.0 / keep) as f32
+                                } else {
+                                    0.0
+                                }
+                            })
                             .collect();
                         (input * Tensor::from_vec(mask, input.dims(), input.device())?)?
                     }
@@ -536,9 +602,9 @@ impl Graph {
             };
             values.insert(node.name.as_str(), out);
         }
-        values
-            .remove(self.spec.output.as_str())
-            .ok_or_else(|| NnError::Graph(format!("output `{}` was not computed", self.spec.output)))
+        values.remove(self.spec.output.as_str()).ok_or_else(|| {
+            NnError::Graph(format!("output `{}` was not computed", self.spec.output))
+        })
     }
 }
 

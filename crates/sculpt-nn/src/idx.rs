@@ -40,7 +40,10 @@ pub fn read(path: &Path) -> Result<IdxArray> {
 /// Parses IDX bytes; the error says what is wrong.
 pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     if bytes.len() < 4 {
-        return Err(format!("truncated: {} bytes is too short for an IDX header", bytes.len()));
+        return Err(format!(
+            "truncated: {} bytes is too short for an IDX header",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(format!(
@@ -110,10 +113,19 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<usize>, V
     let x = read(images)?;
     let y = read(labels)?;
     if x.dims.len() != 3 {
-        return Err(bad(images, format!("expected 3 dimensions (count, rows, columns), found {:?}", x.dims)));
+        return Err(bad(
+            images,
+            format!(
+                "expected 3 dimensions (count, rows, columns), found {:?}",
+                x.dims
+            ),
+        ));
     }
     if y.dims.len() != 1 {
-        return Err(bad(labels, format!("expected 1 dimension (count), found {:?}", y.dims)));
+        return Err(bad(
+            labels,
+            format!("expected 1 dimension (count), found {:?}", y.dims),
+        ));
     }
     if x.dims[0] != y.dims[0] {
         return Err(bad(
@@ -170,12 +182,18 @@ mod tests {
         bytes[0] = 0x12;
         std::fs::write(&path, &bytes).unwrap();
         let err = read(&path).unwrap_err().to_string();
-        assert!(err.contains("bad") && err.contains("wrong magic number"), "{err}");
+        assert!(
+            err.contains("bad") && err.contains("wrong magic number"),
+            "{err}"
+        );
 
         let bytes = encode(&[3, 2, 2], &[0; 10]);
         std::fs::write(&path, &bytes).unwrap();
         let err = read(&path).unwrap_err().to_string();
-        assert!(err.contains("truncated") && err.contains("12 bytes"), "{err}");
+        assert!(
+            err.contains("truncated") && err.contains("12 bytes"),
+            "{err}"
+        );
 
         std::fs::write(&path, [0u8, 0, 8, 3, 0, 0]).unwrap();
         assert!(read(&path).unwrap_err().to_string().contains("truncated"));
@@ -185,6 +203,9 @@ mod tests {
         std::fs::write(&images, encode(&[3, 2, 2], &[0; 12])).unwrap();
         std::fs::write(&labels, encode(&[2], &[0, 1])).unwrap();
         let err = read_pair(&images, &labels).unwrap_err().to_string();
-        assert!(err.contains("2 labels") && err.contains("3 images"), "{err}");
+        assert!(
+            err.contains("2 labels") && err.contains("3 images"),
+            "{err}"
+        );
     }
 }

@@ -3,17 +3,39 @@
 //! and a caller-supplied view of each weight (identity, or fake quantization with a
 //! straight-through estimator). A non-finite loss stops training with an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{NnError, Result};
-use crate::graph::Graph;
+use crate::graph::{ForwardContext, Graph, GraphSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum OptimizerKind {
+    /// AdamW with decoupled weight decay (betas 0.9, 0.999; eps 1e-8), as in PyTorch.
+    AdamW,
+    /// SGD with momentum and L2 weight decay, as PyTorch's `SGD` (no dampening).
+    Sgd { momentum: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Schedule {
+    Constant,
+    /// Cosine decay from the base rate to zero over all steps.
+    Cosine,
+    /// Multiply the rate by `gamma` every `every` epochs.
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -22,6 +44,18 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     pub weight_decay: f64,
     pub seed: u64,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+}
+
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::AdamW
+}
+
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
 }
 
 impl Default for TrainConfig {
@@ -32,6 +66,8 @@ impl Default for TrainConfig {
             learning_rate: 2e-3,
             weight_decay: 1e-4,
             seed: 0,
+            optimizer: OptimizerKind::AdamW,
+            schedule: Schedule::Cosine,
         }
     }
 }
@@ -56,7 +92,35 @@ impl TrainConfig {
                 self.weight_decay
             )));
         }
+        if let OptimizerKind::Sgd { momentum } = self.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(NnError::Config(format!(
+                    "momentum must lie in [0, 1), got {momentum}"
+                )));
+            }
+        }
+        if let Schedule::Step { every, gamma } = self.schedule {
+            if every == 0 || !(gamma.is_finite() && gamma > 0.0) {
+                return Err(NnError::Config(format!(
+                    "a step schedule needs every >= 1 and gamma > 0, got every = {every}, gamma = {gamma}"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The learning rate of `step` (0-based) in `epoch` (0-based).
+    pub fn rate_at(&self, epoch: usize, step: usize, total_steps: usize) -> f64 {
+        match self.schedule {
+            Schedule::Constant => self.learning_rate,
+            Schedule::Cosine => {
+                let progress = step as f64 / total_steps.max(1) as f64;
+                self.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            Schedule::Step { every, gamma } => {
+                self.learning_rate * gamma.powi((epoch / every) as i32)
+            }
+        }
     }
 }
 
@@ -80,6 +144,8 @@ pub struct EpochStats {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainReport {
     pub epochs: usize,
+    /// Epochs run by this call (fewer than `epochs` after a resume).
+    pub epochs_run: usize,
     pub seconds: f64,
     pub seconds_per_epoch: f64,
     pub samples_per_second: f64,
@@ -91,8 +157,116 @@ pub fn cross_entropy(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     Ok(candle_nn::loss::cross_entropy(logits, &batch.y)?)
 }
 
+/// The optimizers, written out so that their state can be checkpointed exactly.
+struct Optimizer {
+    kind: OptimizerKind,
+    weight_decay: f64,
+    vars: Vec<(String, Var)>,
+    /// AdamW first moments, or SGD velocities.
+    first: Vec<Tensor>,
+    /// AdamW second moments (unused by SGD).
+    second: Vec<Tensor>,
+    step: usize,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+impl Optimizer {
+    fn new(kind: OptimizerKind, weight_decay: f64, vars: Vec<(String, Var)>) -> Result<Self> {
+        let zeros = |v: &Var| v.zeros_like();
+        let first = vars
+            .iter()
+            .map(|(_, v)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        let second = vars
+            .iter()
+            .map(|(_, v)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Optimizer {
+            kind,
+            weight_decay,
+            vars,
+            first,
+            second,
+            step: 0,
+        })
+    }
+
+    fn backward_step(&mut self, loss: &Tensor, rate: f64) -> Result<()> {
+        let grads = loss.backward()?;
+        self.step += 1;
+        let t = self.step as i32;
+        for (i, (_, var)) in self.vars.iter().enumerate() {
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let w = var.as_tensor();
+            match self.kind {
+                OptimizerKind::AdamW => {
+                    let m = ((&self.first[i] * BETA1)? + (grad * (1.0 - BETA1))?)?;
+                    let v = ((&self.second[i] * BETA2)? + (grad.sqr()? * (1.0 - BETA2))?)?;
+                    let m_hat = (&m / (1.0 - BETA1.powi(t)))?;
+                    let v_hat = (&v / (1.0 - BETA2.powi(t)))?;
+                    let decayed = (w * (1.0 - rate * self.weight_decay))?;
+                    let update = (m_hat / (v_hat.sqrt()? + EPS)?)?;
+                    var.set(&(decayed - (update * rate)?)?)?;
+                    self.first[i] = m;
+                    self.second[i] = v;
+                }
+                OptimizerKind::Sgd { momentum } => {
+                    let g = if self.weight_decay > 0.0 {
+                        (grad + (w * self.weight_decay)?)?
+                    } else {
+                        grad.clone()
+                    };
+                    let velocity = if self.step == 1 {
+                        g
+                    } else {
+                        ((&self.first[i] * momentum)? + g)?
+                    };
+                    var.set(&(w - (&velocity * rate)?)?)?;
+                    self.first[i] = velocity;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a training run keeps its per-epoch checkpoint, and whether to resume from it.
+pub struct Checkpointing<'a> {
+    pub dir: &'a Path,
+    pub resume: bool,
+}
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const CHECKPOINT_META: &str = "checkpoint.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    /// Epochs completed.
+    epoch: usize,
+    step: usize,
+    config: TrainConfig,
+    spec_name: String,
+}
+
+/// Mixes a seed with counters for per-epoch and per-step random streams, so a resumed run
+/// draws exactly what an uninterrupted one would have.
+fn stream_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Trains `graph` in place. `weight_view` maps a parameter's name and trainable tensor to
-/// the tensor the forward pass uses; gradients flow to the trainable tensor.
+/// the tensor the forward pass uses; gradients flow to the trainable tensor. With
+/// `checkpoint`, the weights and optimizer state are saved after every epoch, and a
+/// resumed run continues exactly where the saved one stopped.
 pub fn train(
     graph: &mut Graph,
     data: &Dataset,
@@ -100,59 +274,111 @@ pub fn train(
     loss_fn: &dyn Fn(&Tensor, &Batch) -> Result<Tensor>,
     weight_view: &dyn Fn(&str, &Tensor) -> Result<Tensor>,
     on_epoch: &mut dyn FnMut(&EpochStats),
+    checkpoint: Option<&Checkpointing>,
 ) -> Result<TrainReport> {
     config.validate()?;
     let n = data.len();
     if n == 0 {
         return Err(NnError::Config("the training set is empty".into()));
     }
-    let vars: BTreeMap<String, Var> = graph
+    let mut start_epoch = 0;
+    let mut step = 0usize;
+    let mut saved_state: Option<HashMap<String, Tensor>> = None;
+    if let Some(ck) = checkpoint.filter(|c| c.resume) {
+        let meta_path = ck.dir.join(CHECKPOINT_META);
+        if meta_path.is_file() {
+            let text =
+                std::fs::read_to_string(&meta_path).map_err(|e| NnError::io(&meta_path, e))?;
+            let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| NnError::Spec {
+                path: meta_path.clone(),
+                message: e.to_string(),
+            })?;
+            if meta.config != *config || meta.spec_name != graph.spec.name {
+                return Err(NnError::Spec {
+                    path: meta_path,
+                    message:
+                        "the checkpoint was made with other training settings or another model; \
+                              resume with the same settings, or train without --resume"
+                            .into(),
+                });
+            }
+            let path = ck.dir.join(CHECKPOINT_FILE);
+            let tensors = candle_core::safetensors::load(&path, &crate::device())?;
+            for (name, t) in &tensors {
+                if graph.params.contains_key(name) {
+                    graph.params.insert(name.clone(), t.clone());
+                }
+            }
+            start_epoch = meta.epoch;
+            step = meta.step;
+            saved_state = Some(tensors);
+        }
+    }
+    let trainable: Vec<(String, Var)> = graph
         .params
         .iter()
+        .filter(|(name, _)| !GraphSpec::is_buffer(name))
         .map(|(name, t)| Ok((name.clone(), Var::from_tensor(t)?)))
         .collect::<Result<_>>()?;
-    let live: BTreeMap<String, Tensor> = vars
+    let live: BTreeMap<String, Tensor> = trainable
         .iter()
         .map(|(name, v)| (name.clone(), v.as_tensor().clone()))
         .collect();
-    let mut optimizer = AdamW::new(
-        vars.values().cloned().collect(),
-        ParamsAdamW {
-            lr: config.learning_rate,
-            weight_decay: config.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let buffers: std::cell::RefCell<BTreeMap<String, Tensor>> = std::cell::RefCell::new(
+        graph
+            .params
+            .iter()
+            .filter(|(name, _)| GraphSpec::is_buffer(name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    let mut optimizer = Optimizer::new(config.optimizer, config.weight_decay, trainable)?;
+    if let Some(state) = &saved_state {
+        for (i, (name, _)) in optimizer.vars.iter().enumerate() {
+            if let Some(m) = state.get(&format!("__optimizer.first.{name}")) {
+                optimizer.first[i] = m.clone();
+            }
+            if let Some(v) = state.get(&format!("__optimizer.second.{name}")) {
+                optimizer.second[i] = v.clone();
+            }
+        }
+        optimizer.step = step;
+    }
     let param = |name: &str| -> Result<Tensor> {
-        let t = live
+        if let Some(t) = live.get(name) {
+            return weight_view(name, t);
+        }
+        buffers
+            .borrow()
             .get(name)
-            .ok_or_else(|| NnError::Graph(format!("parameter `{name}` is missing")))?;
-        weight_view(name, t)
+            .cloned()
+            .ok_or_else(|| NnError::Graph(format!("parameter `{name}` is missing")))
     };
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut order: Vec<u32> = (0..n as u32).collect();
     let device = crate::device();
     let started = Instant::now();
     let mut final_loss = f64::NAN;
-    let total_steps = config.epochs * n.div_ceil(config.batch_size);
-    let mut step = 0usize;
-    for epoch in 0..config.epochs {
+    let steps_per_epoch = n.div_ceil(config.batch_size);
+    let total_steps = config.epochs * steps_per_epoch;
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for epoch in start_epoch..config.epochs {
         let epoch_start = Instant::now();
-        order.shuffle(&mut rng);
+        order.sort_unstable();
+        order.shuffle(&mut StdRng::seed_from_u64(stream_seed(
+            config.seed,
+            epoch as u64,
+            u64::MAX,
+        )));
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
         for (batch_index, chunk) in order.chunks(config.batch_size).enumerate() {
-            // Cosine decay from the base rate to zero over all steps.
-            let progress = step as f64 / total_steps as f64;
-            optimizer.set_learning_rate(
-                config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-            );
             let rows = Tensor::from_slice(chunk, chunk.len(), &device)?;
             let batch = Batch {
                 x: data.x.index_select(&rows, 0)?,
                 y: data.y.index_select(&rows, 0)?,
                 rows,
             };
-            let logits = graph.forward_with(&batch.x, &param)?;
+            let mut ctx =
+                ForwardContext::train(stream_seed(config.seed, epoch as u64, batch_index as u64));
+            let logits = graph.forward_ctx(&batch.x, &param, &mut ctx)?;
             let loss = loss_fn(&logits, &batch)?;
             let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -162,7 +388,12 @@ pub fn train(
                     value,
                 });
             }
-            optimizer.backward_step(&loss)?;
+            optimizer.backward_step(&loss, config.rate_at(epoch, step, total_steps))?;
+            let mut b = buffers.borrow_mut();
+            for (name, t) in ctx.buffer_updates {
+                b.insert(name, t);
+            }
+            drop(b);
             loss_sum += value as f64 * chunk.len() as f64;
             correct += count_correct(&logits, &batch.y)?;
             seen += chunk.len();
@@ -176,18 +407,60 @@ pub fn train(
             train_accuracy: correct as f64 / seen as f64,
             samples_per_second: seen as f64 / epoch_start.elapsed().as_secs_f64(),
         });
+        if let Some(ck) = checkpoint {
+            let mut tensors: HashMap<String, Tensor> = HashMap::new();
+            for (i, (name, var)) in optimizer.vars.iter().enumerate() {
+                tensors.insert(name.clone(), var.as_detached_tensor());
+                tensors.insert(
+                    format!("__optimizer.first.{name}"),
+                    optimizer.first[i].clone(),
+                );
+                tensors.insert(
+                    format!("__optimizer.second.{name}"),
+                    optimizer.second[i].clone(),
+                );
+            }
+            for (name, t) in buffers.borrow().iter() {
+                tensors.insert(name.clone(), t.clone());
+            }
+            std::fs::create_dir_all(ck.dir).map_err(|e| NnError::io(ck.dir, e))?;
+            let tmp = ck.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+            candle_core::safetensors::save(&tensors, &tmp)?;
+            std::fs::rename(&tmp, ck.dir.join(CHECKPOINT_FILE))
+                .map_err(|e| NnError::io(ck.dir, e))?;
+            let meta = CheckpointMeta {
+                epoch: epoch + 1,
+                step,
+                config: config.clone(),
+                spec_name: graph.spec.name.clone(),
+            };
+            let text =
+                serde_json::to_string_pretty(&meta).map_err(|e| NnError::Config(e.to_string()))?;
+            crate::io::write_atomic(&ck.dir.join(CHECKPOINT_META), text.as_bytes())?;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
-    for (name, var) in vars {
-        graph.params.insert(name, var.as_detached_tensor());
+    for (name, var) in &optimizer.vars {
+        graph.params.insert(name.clone(), var.as_detached_tensor());
     }
+    for (name, t) in buffers.into_inner() {
+        graph.params.insert(name, t);
+    }
+    let epochs_run = config.epochs - start_epoch;
     Ok(TrainReport {
         epochs: config.epochs,
+        epochs_run,
         seconds,
-        seconds_per_epoch: seconds / config.epochs as f64,
-        samples_per_second: (n * config.epochs) as f64 / seconds,
+        seconds_per_epoch: seconds / epochs_run.max(1) as f64,
+        samples_per_second: (n * epochs_run) as f64 / seconds.max(1e-9),
         final_loss,
     })
+}
+
+/// Removes a finished run's checkpoint.
+pub fn remove_checkpoint(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(CHECKPOINT_FILE));
+    let _ = std::fs::remove_file(dir.join(CHECKPOINT_META));
 }
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<u64> {
