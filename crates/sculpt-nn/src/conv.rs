@@ -1,13 +1,12 @@
-//! Convolution as im2col plus one GEMM. The im2col step is an `index_select` with a
-//! precomputed index over the padded input, so candle's autograd gives the backward pass
-//! for free (the input gradient is an `index_add`, the weight gradient a GEMM). Patches are
-//! laid out `(batch·out_pixel, in_channel·k·k)`, which makes the whole batch one large,
-//! contiguous GEMM instead of one small GEMM per sample.
+//! Convolution as im2col plus one GEMM. im2col is a candle custom op with a hand-written
+//! kernel (rows of the input are copied whole, padding is skipped rather than
+//! materialised) and its own backward, col2im, which accumulates patch gradients back into
+//! the input. Patches are laid out `(batch·out_pixel, in_channel·k·k)`, so the whole batch
+//! is one large, contiguous GEMM instead of one small GEMM per sample; candle's autograd
+//! handles the GEMM. Both kernels split the batch across threads.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use candle_core::{Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
 
 use crate::error::Result;
 
@@ -31,42 +30,258 @@ impl Geometry {
     }
 }
 
-/// Indices into the flattened padded input, ordered `(out_row, out_col, channel, ki, kj)`.
-pub fn im2col_index(g: &Geometry) -> Vec<u32> {
-    let (hp, wp) = (g.height + 2 * g.padding, g.width + 2 * g.padding);
+/// The im2col custom op: `[b, c, h, w]` → `[b·ho·wo, c·k·k (+ 1)]`. With `ones`, each row
+/// ends in a 1, so a bias folded into the weight matrix is added by the GEMM itself and its
+/// gradient comes out of the weight-gradient GEMM, with no separate broadcast and reduction.
+struct Im2Col {
+    geometry: Geometry,
+    ones: bool,
+}
+
+/// Its adjoint, col2im: `[b·ho·wo, c·k·k (+ 1)]` → `[b, c, h, w]`, summing overlapping
+/// patches (and ignoring the ones column).
+struct Col2Im {
+    geometry: Geometry,
+    ones: bool,
+}
+
+fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{op}: only f32 tensors are supported"),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// Visits every (patch element, input element) pair of one sample: `f(col_index, input_index)`
+/// for in-bounds positions, in the order of the patch matrix.
+#[inline]
+fn for_each_patch(g: &Geometry, row_width: usize, mut f: impl FnMut(usize, usize, usize)) {
     let (ho, wo) = g.output();
-    let mut index = Vec::with_capacity(ho * wo * g.channels * g.kernel * g.kernel);
+    let (k, s, p) = (g.kernel, g.stride, g.padding as isize);
     for oh in 0..ho {
         for ow in 0..wo {
+            let row = (oh * wo + ow) * row_width;
             for c in 0..g.channels {
-                for ki in 0..g.kernel {
-                    for kj in 0..g.kernel {
-                        let (r, col) = (oh * g.stride + ki, ow * g.stride + kj);
-                        index.push((c * hp * wp + r * wp + col) as u32);
+                for ki in 0..k {
+                    let r = (oh * s + ki) as isize - p;
+                    if r < 0 || r >= g.height as isize {
+                        continue;
+                    }
+                    let col0 = (ow * s) as isize - p;
+                    let dst = row + (c * k + ki) * k;
+                    let src = (c * g.height + r as usize) * g.width;
+                    // The run of k columns, clipped to the input: (first kj, last kj + 1).
+                    let lo = (-col0).max(0) as usize;
+                    let hi = ((g.width as isize - col0).min(k as isize)).max(0) as usize;
+                    if lo < hi {
+                        f(dst + lo, src + (col0 + lo as isize) as usize, hi - lo);
                     }
                 }
             }
         }
     }
-    index
 }
 
-/// A cache of im2col index tensors, shared by the clones of a graph, so the index of each
-/// geometry is built once rather than every step.
-#[derive(Debug, Clone, Default)]
-pub struct IndexCache(Arc<Mutex<HashMap<Geometry, Tensor>>>);
-
-impl IndexCache {
-    pub fn get(&self, g: &Geometry) -> Result<Tensor> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = map.get(g) {
-            return Ok(t.clone());
-        }
-        let index = im2col_index(g);
-        let t = Tensor::from_vec(index.clone(), index.len(), &crate::device())?;
-        map.insert(*g, t.clone());
-        Ok(t)
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col"
     }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let x = contiguous_f32(storage, layout, "im2col")?;
+        let sample = g.channels * g.height * g.width;
+        let b = x.len() / sample;
+        let (ho, wo) = g.output();
+        let rows = ho * wo;
+        let ckk = g.channels * g.kernel * g.kernel;
+        let width = ckk + usize::from(self.ones);
+        let mut out = vec![0f32; b * rows * width];
+        out.par_chunks_mut(rows * width)
+            .zip(x.par_chunks(sample))
+            .for_each(|(dst, src)| {
+                for_each_patch(&g, width, |d, s, n| {
+                    dst[d..d + n].copy_from_slice(&src[s..s + n])
+                });
+                if self.ones {
+                    dst.chunks_mut(width).for_each(|row| row[ckk] = 1.0);
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b * rows, width))))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let adjoint = Col2Im {
+            geometry: self.geometry,
+            ones: self.ones,
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&adjoint)?))
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "col2im"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let cols = contiguous_f32(storage, layout, "col2im")?;
+        let (ho, wo) = g.output();
+        let width = g.channels * g.kernel * g.kernel + usize::from(self.ones);
+        let per_sample = ho * wo * width;
+        let b = cols.len() / per_sample;
+        let sample = g.channels * g.height * g.width;
+        let mut out = vec![0f32; b * sample];
+        out.par_chunks_mut(sample)
+            .zip(cols.par_chunks(per_sample))
+            .for_each(|(dst, src)| {
+                for_each_patch(&g, width, |d, s, n| {
+                    for (o, v) in dst[s..s + n].iter_mut().zip(&src[d..d + n]) {
+                        *o += v;
+                    }
+                });
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((b, g.channels, g.height, g.width)),
+        ))
+    }
+}
+
+/// Max pooling with a hand-written kernel. candle's own max-pool backward builds an
+/// equality mask through five whole-tensor passes; this one routes each window's gradient
+/// straight to the window's (first) maximum.
+struct MaxPool(Geometry);
+
+/// The max-pool backward: `(input, output gradient)` → input gradient.
+struct MaxPoolGrad(Geometry);
+
+/// Index, within one `[c, h, w]` sample, of the maximum of each pooling window, in output
+/// order `(c, oh, ow)`.
+fn window_argmax(g: &Geometry, x: &[f32], mut f: impl FnMut(usize, usize)) {
+    let (ho, wo) = g.output();
+    for c in 0..g.channels {
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let mut best = (oh * g.stride * g.width) + ow * g.stride + c * g.height * g.width;
+                for ki in 0..g.kernel {
+                    for kj in 0..g.kernel {
+                        let i = c * g.height * g.width
+                            + (oh * g.stride + ki) * g.width
+                            + ow * g.stride
+                            + kj;
+                        if x[i] > x[best] {
+                            best = i;
+                        }
+                    }
+                }
+                f((c * ho + oh) * wo + ow, best);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max-pool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let x = contiguous_f32(storage, layout, "max-pool")?;
+        let sample = g.channels * g.height * g.width;
+        let b = x.len() / sample;
+        let (ho, wo) = g.output();
+        let out_sample = g.channels * ho * wo;
+        let mut out = vec![0f32; b * out_sample];
+        out.par_chunks_mut(out_sample)
+            .zip(x.par_chunks(sample))
+            .for_each(|(dst, src)| window_argmax(&g, src, |o, i| dst[o] = src[i]));
+        Ok((CpuStorage::F32(out), Shape::from((b, g.channels, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &MaxPoolGrad(self.0),
+        )?))
+    }
+}
+
+impl candle_core::CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let x = contiguous_f32(s1, l1, "max-pool-grad")?;
+        let grad = contiguous_f32(s2, l2, "max-pool-grad")?;
+        let sample = g.channels * g.height * g.width;
+        let (ho, wo) = g.output();
+        let out_sample = g.channels * ho * wo;
+        let b = x.len() / sample;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(sample)
+            .zip(x.par_chunks(sample))
+            .zip(grad.par_chunks(out_sample))
+            .for_each(|((dst, src), gr)| window_argmax(&g, src, |o, i| dst[i] += gr[o]));
+        Ok((
+            CpuStorage::F32(dx),
+            Shape::from((b, g.channels, g.height, g.width)),
+        ))
+    }
+}
+
+/// Max pooling of `[b, c, h, w]` with a square window.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let g = Geometry {
+        channels: c,
+        height: h,
+        width: w,
+        kernel,
+        stride,
+        padding: 0,
+    };
+    Ok(x.contiguous()?.apply_op1(MaxPool(g))?)
 }
 
 /// `x` is `[b, c, h, w]`, `weight` is `[o, c / groups, k, k]`; returns `[b, o, ho, wo]`.
@@ -77,7 +292,6 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
     groups: usize,
-    cache: &IndexCache,
 ) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (o, c_per_group, k, _) = weight.dims4()?;
@@ -90,19 +304,21 @@ pub fn conv2d(
         padding,
     };
     let (ho, wo) = g.output();
-    let padded = if padding > 0 {
-        x.pad_with_zeros(2, padding, padding)?
-            .pad_with_zeros(3, padding, padding)?
-    } else {
-        x.clone()
-    };
-    let flat = padded.reshape((b, ()))?;
     let kk = k * k;
-    let cols = flat
-        .index_select(&cache.get(&g)?, 1)?
-        .reshape((b * ho * wo, c * kk))?;
-    let out = if groups == 1 {
-        cols.matmul(&weight.reshape((o, c * kk))?.t()?)?
+    let dense = groups == 1;
+    // A dense convolution folds its bias into the GEMM (see `Im2Col`).
+    let folded = dense && bias.is_some();
+    let cols = x.contiguous()?.apply_op1(Im2Col {
+        geometry: g,
+        ones: folded,
+    })?;
+    let out = if dense {
+        let w = weight.reshape((o, c * kk))?;
+        let w = match bias {
+            Some(bias) => Tensor::cat(&[&w, &bias.reshape((o, 1))?], 1)?,
+            None => w,
+        };
+        cols.matmul(&w.t()?)?
     } else if c_per_group == 1 && o == c {
         // Depthwise: each output channel sees only its own input channel.
         cols.reshape((b * ho * wo, c, kk))?
@@ -127,8 +343,8 @@ pub fn conv2d(
         .contiguous()?
         .reshape((b, o, ho, wo))?;
     Ok(match bias {
-        Some(bias) => out.broadcast_add(&bias.reshape((1, o, 1, 1))?)?,
-        None => out,
+        Some(bias) if !folded => out.broadcast_add(&bias.reshape((1, o, 1, 1))?)?,
+        _ => out,
     })
 }
 
@@ -150,9 +366,60 @@ mod tests {
     }
 
     #[test]
+    fn max_pool_matches_candle_forward_and_backward() {
+        let dev = crate::device();
+        for (k, s, h) in [(2, 2, 8), (3, 2, 9), (2, 1, 5)] {
+            let x = candle_core::Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (2, 3, h, h), &dev).unwrap(),
+            )
+            .unwrap();
+            let ours = max_pool2d(x.as_tensor(), k, s).unwrap();
+            let theirs = x.as_tensor().max_pool2d_with_stride(k, s).unwrap();
+            assert!(close(&ours, &theirs) == 0.0);
+            let g = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = g.get(x.as_tensor()).unwrap();
+            // Each window's gradient, 2·max, lands on its maximum only, so
+            // Σ dx·x = Σ 2·max². (candle's own max-pool backward scales the gradient by the
+            // share of maxima in the window, a quarter for 2x2, so it cannot be the reference.)
+            let expected = ours
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                * 2.0;
+            let got = (dx * x.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                (got - expected).abs() < 1e-3 * expected.abs().max(1.0),
+                "{k} {s} {h}: {got} vs {expected}"
+            );
+        }
+        let x = candle_core::Var::new(&[[[[1f32, 5., 0., 2.], [3., 2., 7., 1.]]]], &dev).unwrap();
+        let y = max_pool2d(x.as_tensor(), 2, 2).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![5., 7.]
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let dx = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(dx, vec![0., 1., 0., 0., 0., 0., 1., 0.]);
+    }
+
+    #[test]
     fn matches_candle_conv2d_forward_and_backward() {
         let dev = crate::device();
-        let cache = IndexCache::default();
         for (c, o, k, stride, padding, groups) in [
             (3, 8, 3, 1, 1, 1),
             (4, 6, 5, 2, 0, 1),
@@ -175,7 +442,6 @@ mod tests {
                 stride,
                 padding,
                 groups,
-                &cache,
             )
             .unwrap();
             let theirs = x
@@ -189,8 +455,24 @@ mod tests {
                 close(&ours, &theirs) < 1e-4,
                 "forward {c} {o} {k} {stride} {padding} {groups}"
             );
-            let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-            let g_theirs = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ours = ours
+                .sqr()
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_theirs = theirs
+                .sqr()
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             for v in [&x, &w] {
                 let a = g_ours.get(v.as_tensor()).unwrap();
                 let b = g_theirs.get(v.as_tensor()).unwrap();

@@ -400,8 +400,6 @@ impl GraphSpec {
 pub struct Graph {
     pub spec: GraphSpec,
     pub params: BTreeMap<String, Tensor>,
-    /// im2col indices of the convolutions, built on first use and shared by clones.
-    pub conv_cache: crate::conv::IndexCache,
 }
 
 /// How a forward pass runs. Evaluation uses running statistics and no dropout; training
@@ -438,11 +436,7 @@ impl Graph {
     pub fn new(spec: GraphSpec, params: BTreeMap<String, Tensor>) -> Result<Self> {
         spec.summarize()?;
         check_params(&spec, &params, std::path::Path::new("<memory>"))?;
-        Ok(Graph {
-            spec,
-            params,
-            conv_cache: Default::default(),
-        })
+        Ok(Graph { spec, params })
     }
 
     pub fn param(&self, name: &str) -> Result<&Tensor> {
@@ -521,7 +515,6 @@ impl Graph {
                         *stride,
                         *padding,
                         *groups,
-                        &self.conv_cache,
                     )?
                 }
                 Op::BatchNorm2d {
@@ -569,7 +562,7 @@ impl Graph {
                     stride,
                 } => {
                     let s = stride.unwrap_or(*kernel_size);
-                    input.max_pool2d_with_stride(*kernel_size, s)?
+                    crate::conv::max_pool2d(input, *kernel_size, s)?
                 }
                 Op::AvgPool2d {
                     kernel_size,
