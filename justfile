@@ -17,6 +17,7 @@ lint:
 # Benchmarks.
 bench:
     cargo bench --bench campaign
+    cargo bench --bench mnist
 
 # Everything a commit needs.
 check: lint test

@@ -324,3 +324,179 @@ fn train_writes_a_loadable_model_and_metrics() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown model `resnet-1000`"));
 }
+
+/// A tiny MNIST-shaped IDX folder: `n` training and `n / 4` test images of 28x28, whose
+/// class is written into the pixels so that a network can learn it.
+fn synthetic_idx(dir: &Path, n: usize) {
+    let write = |images: &str, labels: &str, count: usize| {
+        let mut pixels = Vec::with_capacity(count * 784);
+        let mut ys = Vec::with_capacity(count);
+        for i in 0..count {
+            let class = (i % 10) as u8;
+            ys.push(class);
+            for p in 0..784 {
+                let row = p / 28;
+                pixels.push(if row / 3 == class as usize {
+                    200
+                } else {
+                    ((i * 31 + p * 7) % 40) as u8
+                });
+            }
+        }
+        std::fs::write(
+            dir.join(images),
+            sculpt_nn::idx::encode(&[count, 28, 28], &pixels),
+        )
+        .unwrap();
+        std::fs::write(dir.join(labels), sculpt_nn::idx::encode(&[count], &ys)).unwrap();
+    };
+    write("train-images-idx3-ubyte", "train-labels-idx1-ubyte", n);
+    write("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n / 4);
+}
+
+#[test]
+fn lenet5_trains_on_idx_data_and_inspect_and_eval_report_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    std::fs::create_dir(&data).unwrap();
+    synthetic_idx(&data, 400);
+    let spec = format!("idx:{}", data.display());
+    let out = tmp.path().join("lenet5");
+    let output = sculpt(&[
+        "train",
+        "--model",
+        "lenet-5",
+        "--data",
+        &spec,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--optimizer",
+        "sgd",
+        "--learning-rate",
+        "0.05",
+        "--schedule",
+        "step",
+        "--step-every",
+        "2",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    for field in [
+        "test_accuracy",
+        "epochs",
+        "seconds_per_epoch",
+        "samples_per_second",
+        "params",
+        "size_bytes",
+    ] {
+        assert!(metrics[field].is_number(), "metrics.json lacks {field}");
+    }
+    assert_eq!(metrics["params"], 431_080);
+    assert!(
+        metrics["test_accuracy"].as_f64().unwrap() > 0.5,
+        "{metrics}"
+    );
+    assert!(
+        !out.join("checkpoint.safetensors").exists(),
+        "a finished run leaves no checkpoint"
+    );
+
+    let table = sculpt(&["inspect", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("conv1") && text.contains("Conv2d") && text.contains("[20, 24, 24]"),
+        "{text}"
+    );
+    let json = sculpt(&["inspect", out.to_str().unwrap(), "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let conv2 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "conv2")
+        .unwrap();
+    assert_eq!(conv2["params"], 25_050);
+    assert_eq!(conv2["flops"], 2 * 50 * 500 * 64 + 50 * 64);
+
+    let eval = sculpt(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--json",
+    ]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(
+        (report["test_accuracy"].as_f64().unwrap() - metrics["test_accuracy"].as_f64().unwrap())
+            .abs()
+            < 1e-12
+    );
+    assert!(report["latency_ms_measured"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_data_fails_with_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    std::fs::create_dir(&data).unwrap();
+    synthetic_idx(&data, 40);
+    let spec = format!("idx:{}", data.display());
+    let out = tmp.path().join("m");
+    let train = |spec: &str| {
+        sculpt(&[
+            "train",
+            "--model",
+            "lenet-300-100",
+            "--data",
+            spec,
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+        ])
+    };
+
+    let labels = data.join("train-labels-idx1-ubyte");
+    let good = std::fs::read(&labels).unwrap();
+    let mut bad = good.clone();
+    bad[2] = 0x0d;
+    bad[0] = 0x42;
+    std::fs::write(&labels, &bad).unwrap();
+    let output = train(&spec);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("train-labels-idx1-ubyte") && stderr.contains("wrong magic number"),
+        "{stderr}"
+    );
+
+    std::fs::write(&labels, &good[..good.len() - 5]).unwrap();
+    let stderr = String::from_utf8_lossy(&train(&spec).stderr).to_string();
+    assert!(stderr.contains("truncated"), "{stderr}");
+
+    std::fs::write(&labels, sculpt_nn::idx::encode(&[39], &good[8..47])).unwrap();
+    let stderr = String::from_utf8_lossy(&train(&spec).stderr).to_string();
+    assert!(
+        stderr.contains("39 labels") && stderr.contains("40 images"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!out.join("model.safetensors").exists());
+}

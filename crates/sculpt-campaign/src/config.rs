@@ -339,17 +339,10 @@ impl Campaign {
         if raw.name.get_ref().trim().is_empty() {
             return Err(source.error(raw.name.span(), Some("name"), "must not be empty"));
         }
-        let data = raw.data.source.get_ref().trim().to_string();
-        if !sculpt_nn::data::SOURCES.contains(&data.as_str()) {
-            return Err(source.error(
-                raw.data.source.span(),
-                Some("data.source"),
-                format!(
-                    "unknown data source `{data}` (known: {})",
-                    sculpt_nn::data::SOURCES.join(", ")
-                ),
-            ));
-        }
+        let data =
+            sculpt_nn::data::resolve_spec(raw.data.source.get_ref(), base).map_err(|message| {
+                source.error(raw.data.source.span(), Some("data.source"), message)
+            })?;
         let raw_teacher_train = RawTrain {
             epochs: raw.teacher.epochs.clone(),
             batch_size: raw.teacher.batch_size.clone(),

@@ -47,6 +47,36 @@ pub const TEST_FRACTION: f64 = 0.2;
 /// the four MNIST-named IDX files (Fashion-MNIST uses the same names), gzipped or not.
 pub const SOURCES: &[&str] = &["digits", "mnist:DIR", "idx:DIR"];
 
+/// Checks the form of a data spec and anchors a relative path at `base` (the folder of the
+/// file that names it). The error says what is wrong, for the caller to place.
+pub fn resolve_spec(spec: &str, base: &std::path::Path) -> std::result::Result<String, String> {
+    let spec = spec.trim();
+    if spec == "digits" {
+        return Ok(spec.to_string());
+    }
+    for prefix in ["mnist:", "idx:"] {
+        if let Some(path) = spec.strip_prefix(prefix) {
+            if path.is_empty() {
+                return Err(format!("`{spec}` names no folder (use {prefix}DIR)"));
+            }
+            let path = std::path::Path::new(path);
+            let full = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                base.join(path)
+            };
+            if !full.is_dir() {
+                return Err(format!("`{spec}`: {} is not a folder", full.display()));
+            }
+            return Ok(format!("{prefix}{}", full.display()));
+        }
+    }
+    Err(format!(
+        "unknown data source `{spec}` (known: {})",
+        SOURCES.join(", ")
+    ))
+}
+
 /// How features are standardised with training-split statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Normalisation {

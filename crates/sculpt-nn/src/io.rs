@@ -73,7 +73,7 @@ pub fn load(dir: &Path) -> Result<Graph> {
         .filter(|(name, _)| !name.ends_with(".num_batches_tracked"))
         .collect();
     check_params(&spec, &params, &weights)?;
-    Ok(Graph::new(spec, params)?)
+    Graph::new(spec, params)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never

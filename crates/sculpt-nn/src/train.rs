@@ -400,13 +400,9 @@ pub fn train(
             step += 1;
         }
         final_loss = loss_sum / seen as f64;
-        on_epoch(&EpochStats {
-            epoch: epoch + 1,
-            epochs: config.epochs,
-            loss: final_loss,
-            train_accuracy: correct as f64 / seen as f64,
-            samples_per_second: seen as f64 / epoch_start.elapsed().as_secs_f64(),
-        });
+        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+        // The checkpoint is written before observers hear of the epoch, so an epoch they
+        // have seen is always on disk.
         if let Some(ck) = checkpoint {
             let mut tensors: HashMap<String, Tensor> = HashMap::new();
             for (i, (name, var)) in optimizer.vars.iter().enumerate() {
@@ -438,6 +434,13 @@ pub fn train(
                 serde_json::to_string_pretty(&meta).map_err(|e| NnError::Config(e.to_string()))?;
             crate::io::write_atomic(&ck.dir.join(CHECKPOINT_META), text.as_bytes())?;
         }
+        on_epoch(&EpochStats {
+            epoch: epoch + 1,
+            epochs: config.epochs,
+            loss: final_loss,
+            train_accuracy: correct as f64 / seen as f64,
+            samples_per_second: seen as f64 / epoch_seconds,
+        });
     }
     let seconds = started.elapsed().as_secs_f64();
     for (name, var) in &optimizer.vars {
@@ -493,4 +496,117 @@ pub fn accuracy(graph: &Graph, data: &Dataset) -> Result<f64> {
     }
     let logits = predict_logits(graph, data)?;
     Ok(count_correct(&logits, &data.y)? as f64 / data.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits_run(
+        config: &TrainConfig,
+        dir: &Path,
+        resume: bool,
+        stop_after: Option<usize>,
+    ) -> Graph {
+        let splits = crate::data::load("digits", 3).unwrap();
+        let spec = crate::graph::GraphSpec {
+            nodes: crate::zoo::mlp_spec("small", &[64], &[32], 10).nodes,
+            ..crate::zoo::mlp_spec("small", &[64], &[32], 10)
+        };
+        let mut graph = crate::zoo::init(spec, 5).unwrap();
+        let mut on_epoch = |s: &EpochStats| {
+            if Some(s.epoch) == stop_after {
+                panic!("killed after epoch {}", s.epoch);
+            }
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train(
+                &mut graph,
+                &splits.train,
+                config,
+                &cross_entropy,
+                &|_, w| Ok(w.clone()),
+                &mut on_epoch,
+                Some(&Checkpointing { dir, resume }),
+            )
+        }));
+        if stop_after.is_none() {
+            result.unwrap().unwrap();
+        }
+        graph
+    }
+
+    fn weights(g: &Graph) -> Vec<f32> {
+        g.params
+            .values()
+            .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn resumed_training_equals_uninterrupted_training() {
+        for optimizer in [OptimizerKind::AdamW, OptimizerKind::Sgd { momentum: 0.9 }] {
+            let config = TrainConfig {
+                epochs: 4,
+                batch_size: 32,
+                learning_rate: 0.01,
+                optimizer,
+                schedule: Schedule::Step {
+                    every: 2,
+                    gamma: 0.5,
+                },
+                ..TrainConfig::default()
+            };
+            let straight = tempfile::tempdir().unwrap();
+            let whole = digits_run(&config, straight.path(), false, None);
+            let killed = tempfile::tempdir().unwrap();
+            digits_run(&config, killed.path(), false, Some(2));
+            let resumed = digits_run(&config, killed.path(), true, None);
+            assert_eq!(weights(&whole), weights(&resumed), "{optimizer:?}");
+            // Other settings do not resume silently from a foreign checkpoint.
+            let other = TrainConfig {
+                learning_rate: 0.02,
+                ..config.clone()
+            };
+            digits_run(&config, killed.path(), false, Some(2));
+            let splits = crate::data::load("digits", 3).unwrap();
+            let mut g =
+                crate::zoo::init(crate::zoo::mlp_spec("small", &[64], &[32], 10), 5).unwrap();
+            let err = train(
+                &mut g,
+                &splits.train,
+                &other,
+                &cross_entropy,
+                &|_, w| Ok(w.clone()),
+                &mut |_| {},
+                Some(&Checkpointing {
+                    dir: killed.path(),
+                    resume: true,
+                }),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("other training settings"), "{err}");
+        }
+    }
+
+    #[test]
+    fn schedules() {
+        let mut c = TrainConfig {
+            learning_rate: 1.0,
+            ..TrainConfig::default()
+        };
+        assert_eq!(c.rate_at(0, 0, 100), 1.0);
+        assert!((c.rate_at(0, 50, 100) - 0.5).abs() < 1e-12);
+        c.schedule = Schedule::Step {
+            every: 3,
+            gamma: 0.1,
+        };
+        assert_eq!(c.rate_at(2, 0, 100), 1.0);
+        assert!((c.rate_at(3, 0, 100) - 0.1).abs() < 1e-12);
+        c.schedule = Schedule::Constant;
+        assert_eq!(c.rate_at(9, 99, 100), 1.0);
+        c.optimizer = OptimizerKind::Sgd { momentum: 1.5 };
+        assert!(c.validate().unwrap_err().to_string().contains("momentum"));
+    }
 }

@@ -325,6 +325,11 @@ pub fn init(spec: GraphSpec, seed: u64) -> Result<Graph> {
     Graph::new(spec, params)
 }
 
+/// Builds and initialises a zoo model.
+pub fn build(name: &str, input_shape: &[usize], num_classes: usize, seed: u64) -> Result<Graph> {
+    init(spec(name, input_shape, num_classes)?, seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,9 +364,4 @@ mod tests {
         let err = build("lenet-5", &[64], 10, 0).unwrap_err().to_string();
         assert!(err.contains("lenet-5") && err.contains("[64]"), "{err}");
     }
-}
-
-/// Builds and initialises a zoo model.
-pub fn build(name: &str, input_shape: &[usize], num_classes: usize, seed: u64) -> Result<Graph> {
-    init(spec(name, input_shape, num_classes)?, seed)
 }
