@@ -38,12 +38,31 @@ pub fn train_model(
     resume: bool,
     on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
 ) -> Result<(Graph, TrainMetrics)> {
-    let mut graph = sculpt_nn::zoo::build(
-        model,
-        &splits.train.sample_shape(),
-        splits.train.num_classes,
-        config.seed,
-    )?;
+    // A path to a model spec (TOML) trains a custom architecture; anything else names a
+    // zoo model.
+    let mut graph = if model.ends_with(".toml") {
+        let spec = sculpt_nn::io::load_spec(Path::new(model))?;
+        if spec.input_shape != splits.train.sample_shape()
+            || spec.num_classes != splits.train.num_classes
+        {
+            return Err(CampaignError::Invalid(format!(
+                "{model}: the spec takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
+                spec.input_shape,
+                spec.num_classes,
+                splits.source,
+                splits.train.sample_shape(),
+                splits.train.num_classes
+            )));
+        }
+        sculpt_nn::zoo::init(spec, config.seed)?
+    } else {
+        sculpt_nn::zoo::build(
+            model,
+            &splits.train.sample_shape(),
+            splits.train.num_classes,
+            config.seed,
+        )?
+    };
     let report = sculpt_nn::train(
         &mut graph,
         &splits.train,

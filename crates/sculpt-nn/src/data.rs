@@ -45,7 +45,14 @@ pub const TEST_FRACTION: f64 = 0.2;
 
 /// The data sources `load` knows: `digits`, or `mnist:DIR` / `idx:DIR` for a folder with
 /// the four MNIST-named IDX files (Fashion-MNIST uses the same names), gzipped or not.
-pub const SOURCES: &[&str] = &["digits", "mnist:DIR", "idx:DIR"];
+pub const SOURCES: &[&str] = &[
+    "digits",
+    "mnist:DIR",
+    "idx:DIR",
+    "cifar10:DIR",
+    "csv:PATH[#LABEL]",
+    "parquet:PATH[#LABEL]",
+];
 
 /// Checks the form of a data spec and anchors a relative path at `base` (the folder of the
 /// file that names it). The error says what is wrong, for the caller to place.
@@ -87,6 +94,7 @@ pub enum Normalisation {
 }
 
 /// Raw samples of a source before splitting: row-major features, one row per sample.
+#[derive(Debug, Clone)]
 pub struct RawData {
     pub features: Vec<f32>,
     pub labels: Vec<u32>,
@@ -137,6 +145,17 @@ pub fn load(spec: &str, seed: u64) -> Result<Splits> {
             });
         }
         return split(spec, train, Some(test), seed, Normalisation::Global);
+    }
+    if let Some(dir) = spec.strip_prefix("cifar10:") {
+        let (train, test) = crate::tabular::read_cifar10(std::path::Path::new(dir))?;
+        return split(spec, train, Some(test), seed, Normalisation::Global);
+    }
+    for kind in ["csv", "parquet"] {
+        if let Some(rest) = spec.strip_prefix(kind).and_then(|r| r.strip_prefix(':')) {
+            let (path, label) = rest.rsplit_once('#').unwrap_or((rest, "label"));
+            let data = crate::tabular::read_table(kind, std::path::Path::new(path), label)?;
+            return split(spec, data, None, seed, Normalisation::PerFeature);
+        }
     }
     Err(NnError::UnknownData(spec.to_string()))
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod graph;
 pub mod idx;
 pub mod io;
+pub mod tabular;
 pub mod train;
 pub mod zoo;
 
