@@ -102,6 +102,28 @@ fn load_teacher(
     Ok(match &campaign.teacher {
         TeacherSource::Weights(dir) => {
             let graph = sculpt_nn::io::load(dir)?;
+            // Validation is carved out of the training data by the seed, so a teacher
+            // trained on the same data with another seed has seen part of the validation
+            // split, and every accuracy of the campaign would flatter.
+            let metrics = std::fs::read_to_string(dir.join(sculpt_nn::io::METRICS_FILE))
+                .ok()
+                .and_then(|t| serde_json::from_str::<crate::teacher::TrainMetrics>(&t).ok());
+            if let Some(m) = metrics {
+                if m.data == campaign.data && m.seed != campaign.seed {
+                    for o in observers.iter_mut() {
+                        o.on_phase(&format!(
+                            "warning: the teacher in {} was trained with seed {} but the campaign splits {} with seed {}; \
+                             it has seen part of the validation split, so accuracies will be optimistic. \
+                             Set `seed = {}` in the campaign.",
+                            dir.display(),
+                            m.seed,
+                            campaign.data,
+                            campaign.seed,
+                            m.seed
+                        ));
+                    }
+                }
+            }
             (graph.spec.name.clone(), graph)
         }
         TeacherSource::Zoo { model, train } => {
