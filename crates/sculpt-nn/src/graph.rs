@@ -517,23 +517,18 @@ impl Graph {
                         *groups,
                     )?
                 }
-                Op::BatchNorm2d {
-                    num_features,
-                    eps,
-                    momentum,
-                } => {
-                    let shape = (1, *num_features, 1, 1);
+                Op::BatchNorm2d { eps, momentum, .. } => {
+                    // Everything runs on a [c, b·h·w] copy: candle reduces a contiguous last
+                    // dimension far faster than dims 0, 2 and 3, and the backward pass of
+                    // every broadcast here reduces along that last dimension.
+                    let (b, c, h, w) = input.dims4()?;
+                    let n = b * h * w;
+                    let per_channel = input.transpose(0, 1)?.contiguous()?.reshape((c, n))?;
                     let (mean, var) = if ctx.train {
-                        let mean = input.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-                        let centred = input.broadcast_sub(&mean)?;
-                        let var = centred
-                            .sqr()?
-                            .mean_keepdim(0)?
-                            .mean_keepdim(2)?
-                            .mean_keepdim(3)?;
-                        let (b, _, h, w) = input.dims4()?;
-                        let n = (b * h * w) as f64;
-                        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
+                        let mean = per_channel.mean_keepdim(1)?;
+                        let var = per_channel.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
+                        let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0).max(1.0)))?
+                            .flatten_all()?;
                         for (name, batch) in [
                             ("running_mean", mean.detach().flatten_all()?),
                             ("running_var", unbiased),
@@ -546,16 +541,18 @@ impl Graph {
                         (mean, var)
                     } else {
                         (
-                            p("running_mean")?.reshape(shape)?,
-                            p("running_var")?.reshape(shape)?,
+                            p("running_mean")?.reshape((c, 1))?,
+                            p("running_var")?.reshape((c, 1))?,
                         )
                     };
-                    let normalised = input
+                    per_channel
                         .broadcast_sub(&mean)?
-                        .broadcast_div(&(var + *eps)?.sqrt()?)?;
-                    normalised
-                        .broadcast_mul(&p("weight")?.reshape(shape)?)?
-                        .broadcast_add(&p("bias")?.reshape(shape)?)?
+                        .broadcast_div(&(var + *eps)?.sqrt()?)?
+                        .broadcast_mul(&p("weight")?.reshape((c, 1))?)?
+                        .broadcast_add(&p("bias")?.reshape((c, 1))?)?
+                        .reshape((c, b, h, w))?
+                        .transpose(0, 1)?
+                        .contiguous()?
                 }
                 Op::MaxPool2d {
                     kernel_size,
@@ -640,4 +637,110 @@ pub fn check_params(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bn_graph() -> Graph {
+        let spec = GraphSpec {
+            name: "bn".into(),
+            input_shape: vec![2, 3, 3],
+            num_classes: 18,
+            nodes: vec![
+                Node {
+                    name: "bn".into(),
+                    op: Op::BatchNorm2d {
+                        num_features: 2,
+                        eps: 1e-5,
+                        momentum: 0.1,
+                    },
+                    inputs: vec![INPUT.into()],
+                },
+                Node {
+                    name: "flat".into(),
+                    op: Op::Flatten,
+                    inputs: vec!["bn".into()],
+                },
+            ],
+            output: "flat".into(),
+            weight_bits: BTreeMap::new(),
+        };
+        let dev = crate::device();
+        let params: BTreeMap<String, Tensor> = [
+            ("bn.weight", vec![2f32, 1.]),
+            ("bn.bias", vec![0.5f32, 0.]),
+            ("bn.running_mean", vec![1f32, -1.]),
+            ("bn.running_var", vec![4f32, 1.]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Tensor::from_vec(v, 2, &dev).unwrap()))
+        .collect();
+        Graph::new(spec, params).unwrap()
+    }
+
+    #[test]
+    fn batch_norm_uses_batch_statistics_in_training_and_running_ones_in_evaluation() {
+        let g = bn_graph();
+        let x = Tensor::randn(3f32, 2.0, (4, 2, 3, 3), &crate::device()).unwrap();
+        let mut ctx = ForwardContext::train(0);
+        let y = g
+            .forward_ctx(&x, &|n| Ok(g.param(n)?.clone()), &mut ctx)
+            .unwrap();
+        let y = y
+            .reshape((4, 2, 9))
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
+            .reshape((2, 36))
+            .unwrap();
+        let mean: Vec<f32> = y.mean(1).unwrap().to_vec1().unwrap();
+        let sd: Vec<f32> = y
+            .broadcast_sub(&y.mean_keepdim(1).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean(1)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // weight (2, 1), bias (0.5, 0): normalised then scaled and shifted.
+        assert!(
+            (mean[0] - 0.5).abs() < 1e-4 && mean[1].abs() < 1e-4,
+            "{mean:?}"
+        );
+        assert!(
+            (sd[0] - 2.0).abs() < 1e-3 && (sd[1] - 1.0).abs() < 1e-3,
+            "{sd:?}"
+        );
+        // Running statistics move 10% of the way to the batch's (unbiased variance).
+        let xs = x.transpose(0, 1).unwrap().reshape((2, 36)).unwrap();
+        let batch_mean: Vec<f32> = xs.mean(1).unwrap().to_vec1().unwrap();
+        let updates: BTreeMap<String, Vec<f32>> = ctx
+            .buffer_updates
+            .iter()
+            .map(|(k, t)| (k.clone(), t.to_vec1().unwrap()))
+            .collect();
+        let rm = &updates["bn.running_mean"];
+        assert!((rm[0] - (0.9 * 1.0 + 0.1 * batch_mean[0])).abs() < 1e-5);
+        assert!((rm[1] - (0.9 * -1.0 + 0.1 * batch_mean[1])).abs() < 1e-5);
+        // Evaluation: (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+        let one = Tensor::ones((1, 2, 3, 3), DType::F32, &crate::device()).unwrap();
+        let y: Vec<f32> = g
+            .forward(&one)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!((y[0] - 0.5).abs() < 1e-5, "{}", y[0]); // (1 - 1) / 2 * 2 + 0.5
+        assert!(
+            (y[9] - 2.0 / (1.0f32 + 1e-5).sqrt()).abs() < 1e-5,
+            "{}",
+            y[9]
+        ); // (1 + 1) / 1
+    }
 }
