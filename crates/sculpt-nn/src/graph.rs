@@ -726,7 +726,7 @@ mod tests {
             .collect();
         let rm = &updates["bn.running_mean"];
         assert!((rm[0] - (0.9 * 1.0 + 0.1 * batch_mean[0])).abs() < 1e-5);
-        assert!((rm[1] - (0.9 * -1.0 + 0.1 * batch_mean[1])).abs() < 1e-5);
+        assert!((rm[1] - (-0.9 + 0.1 * batch_mean[1])).abs() < 1e-5);
         // Evaluation: (x - running_mean) / sqrt(running_var + eps) * weight + bias.
         let one = Tensor::ones((1, 2, 3, 3), DType::F32, &crate::device()).unwrap();
         let y: Vec<f32> = g
