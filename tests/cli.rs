@@ -500,3 +500,33 @@ fn bad_data_fails_with_one_clear_error() {
     );
     assert!(!out.join("model.safetensors").exists());
 }
+
+#[test]
+fn weights_that_disagree_with_the_spec_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+    sculpt_nn::io::save(&graph, &dir).unwrap();
+    let spec = std::fs::read_to_string(dir.join("model.toml")).unwrap();
+    std::fs::write(
+        dir.join("model.toml"),
+        spec.replacen("out_features = 128", "out_features = 100", 1)
+            .replacen("in_features = 128", "in_features = 100", 1),
+    )
+    .unwrap();
+    for args in [
+        vec!["inspect", dir.to_str().unwrap()],
+        vec!["eval", "--model", dir.to_str().unwrap(), "--data", "digits"],
+    ] {
+        let output = sculpt(&args);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("fc2.weight")
+                && stderr.contains("[100, 256]")
+                && stderr.contains("[128, 256]"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
