@@ -66,18 +66,7 @@ fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<GraphSpec> {
             splits.train.num_classes,
         )?,
     };
-    if spec.input_shape != splits.train.sample_shape()
-        || spec.num_classes != splits.train.num_classes
-    {
-        return Err(CampaignError::Invalid(format!(
-            "the teacher takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
-            spec.input_shape,
-            spec.num_classes,
-            splits.source,
-            splits.train.sample_shape(),
-            splits.train.num_classes
-        )));
-    }
+    crate::teacher::check_fits(&spec, splits)?;
     Ok(spec)
 }
 

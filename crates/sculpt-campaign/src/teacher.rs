@@ -27,6 +27,23 @@ pub struct TrainMetrics {
     pub flops: u64,
 }
 
+/// Checks that a model takes the data's samples and predicts its classes.
+pub fn check_fits(spec: &sculpt_nn::GraphSpec, splits: &Splits) -> Result<()> {
+    if spec.input_shape != splits.train.sample_shape()
+        || spec.num_classes != splits.train.num_classes
+    {
+        return Err(CampaignError::Invalid(format!(
+            "the model takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
+            spec.input_shape,
+            spec.num_classes,
+            splits.source,
+            splits.train.sample_shape(),
+            splits.train.num_classes
+        )));
+    }
+    Ok(())
+}
+
 /// Trains zoo model `model` on `splits` and writes `model.toml`, `model.safetensors` and
 /// `metrics.json` into `out`. A checkpoint is kept in `out` after every epoch; with
 /// `resume`, training continues from it. `on_epoch` sees each epoch's statistics.
@@ -42,18 +59,7 @@ pub fn train_model(
     // zoo model.
     let mut graph = if model.ends_with(".toml") {
         let spec = sculpt_nn::io::load_spec(Path::new(model))?;
-        if spec.input_shape != splits.train.sample_shape()
-            || spec.num_classes != splits.train.num_classes
-        {
-            return Err(CampaignError::Invalid(format!(
-                "{model}: the spec takes inputs {:?} with {} classes, but {} has samples {:?} with {} classes",
-                spec.input_shape,
-                spec.num_classes,
-                splits.source,
-                splits.train.sample_shape(),
-                splits.train.num_classes
-            )));
-        }
+        check_fits(&spec, splits).map_err(|e| CampaignError::Invalid(format!("{model}: {e}")))?;
         sculpt_nn::zoo::init(spec, config.seed)?
     } else {
         sculpt_nn::zoo::build(
