@@ -61,10 +61,22 @@ pub fn resolve_spec(spec: &str, base: &std::path::Path) -> std::result::Result<S
     if spec == "digits" {
         return Ok(spec.to_string());
     }
-    for prefix in ["mnist:", "idx:"] {
-        if let Some(path) = spec.strip_prefix(prefix) {
+    let kinds = [
+        ("mnist:", true),
+        ("idx:", true),
+        ("cifar10:", true),
+        ("csv:", false),
+        ("parquet:", false),
+    ];
+    for (prefix, folder) in kinds {
+        if let Some(rest) = spec.strip_prefix(prefix) {
+            let (path, label) = match rest.rsplit_once('#') {
+                Some((p, l)) if !folder => (p, format!("#{l}")),
+                _ => (rest, String::new()),
+            };
+            let what = if folder { "folder" } else { "file" };
             if path.is_empty() {
-                return Err(format!("`{spec}` names no folder (use {prefix}DIR)"));
+                return Err(format!("`{spec}` names no {what}"));
             }
             let path = std::path::Path::new(path);
             let full = if path.is_absolute() {
@@ -72,10 +84,10 @@ pub fn resolve_spec(spec: &str, base: &std::path::Path) -> std::result::Result<S
             } else {
                 base.join(path)
             };
-            if !full.is_dir() {
-                return Err(format!("`{spec}`: {} is not a folder", full.display()));
+            if (folder && !full.is_dir()) || (!folder && !full.is_file()) {
+                return Err(format!("`{spec}`: {} is not a {what}", full.display()));
             }
-            return Ok(format!("{prefix}{}", full.display()));
+            return Ok(format!("{prefix}{}{label}", full.display()));
         }
     }
     Err(format!(
@@ -363,6 +375,29 @@ mod tests {
         std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
         let err = load(&spec, 1).unwrap_err().to_string();
         assert!(err.contains("t10k-labels-idx1-ubyte"), "{err}");
+    }
+
+    #[test]
+    fn specs_resolve_against_the_naming_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.csv"), "a,label\n1,0\n").unwrap();
+        let base = dir.path();
+        assert_eq!(resolve_spec("digits", base).unwrap(), "digits");
+        let csv = resolve_spec("csv:t.csv#label", base).unwrap();
+        assert_eq!(csv, format!("csv:{}#label", base.join("t.csv").display()));
+        assert!(resolve_spec("parquet:t.csv", base)
+            .unwrap()
+            .starts_with("parquet:/"));
+        assert!(resolve_spec("cifar10:.", base).is_ok());
+        assert!(resolve_spec("mnist:nope", base)
+            .unwrap_err()
+            .contains("is not a folder"));
+        assert!(resolve_spec("csv:missing.csv", base)
+            .unwrap_err()
+            .contains("is not a file"));
+        assert!(resolve_spec("svhn:x", base)
+            .unwrap_err()
+            .contains("unknown data source"));
     }
 
     #[test]

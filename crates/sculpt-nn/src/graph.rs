@@ -322,7 +322,16 @@ impl GraphSpec {
                     let flops = 2 * per_output * outputs + if *bias { outputs } else { 0 };
                     (vec![*out_channels, ho, wo], params, flops)
                 }
-                Op::BatchNorm2d { num_features, .. } => {
+                Op::BatchNorm2d {
+                    num_features,
+                    eps,
+                    momentum,
+                } => {
+                    if !(*eps > 0.0 && eps.is_finite() && (0.0..=1.0).contains(momentum)) {
+                        return Err(fail(format!(
+                            "batch norm needs eps > 0 and momentum in [0, 1], got eps = {eps}, momentum = {momentum}"
+                        )));
+                    }
                     let (c, _, _) = chw()?;
                     if c != *num_features {
                         return Err(fail(format!(

@@ -14,14 +14,10 @@ pub const SPEC_FILE: &str = "model.toml";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const METRICS_FILE: &str = "metrics.json";
 
-/// Writes `model.toml` and `model.safetensors` into `dir`, creating it.
+/// Writes `model.safetensors` and then `model.toml` into `dir`, creating it. The spec is
+/// written last, so a directory with a spec always holds complete weights.
 pub fn save(graph: &Graph, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
-    let spec = toml::to_string_pretty(&graph.spec).map_err(|e| NnError::Spec {
-        path: dir.join(SPEC_FILE),
-        message: e.to_string(),
-    })?;
-    write_atomic(&dir.join(SPEC_FILE), spec.as_bytes())?;
     let tensors: HashMap<String, Tensor> = graph
         .params
         .iter()
@@ -29,8 +25,21 @@ pub fn save(graph: &Graph, dir: &Path) -> Result<()> {
         .collect();
     let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
     candle_core::safetensors::save(&tensors, &tmp)?;
+    sync(&tmp)?;
     std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
-        .map_err(|e| NnError::io(dir.join(WEIGHTS_FILE), e))
+        .map_err(|e| NnError::io(dir.join(WEIGHTS_FILE), e))?;
+    let spec = toml::to_string_pretty(&graph.spec).map_err(|e| NnError::Spec {
+        path: dir.join(SPEC_FILE),
+        message: e.to_string(),
+    })?;
+    write_atomic(&dir.join(SPEC_FILE), spec.as_bytes())
+}
+
+/// Flushes a file's contents to disk.
+pub fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| NnError::io(path, e))
 }
 
 /// Reads a spec file.
@@ -81,6 +90,7 @@ pub fn load(dir: &Path) -> Result<Graph> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| NnError::io(&tmp, e))?;
+    sync(&tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| NnError::io(path, e))
 }
 

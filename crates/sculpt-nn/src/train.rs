@@ -244,14 +244,16 @@ pub struct Checkpointing<'a> {
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 const CHECKPOINT_META: &str = "checkpoint.json";
 
+/// What a checkpoint was made with, checked on resume. The progress itself (epochs and
+/// steps done) lives inside the tensor file as `__checkpoint.progress`, so the weights, the
+/// optimizer state and the progress always change together, in one rename.
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckpointMeta {
-    /// Epochs completed.
-    epoch: usize,
-    step: usize,
     config: TrainConfig,
     spec_name: String,
 }
+
+const PROGRESS_TENSOR: &str = "__checkpoint.progress";
 
 /// Mixes a seed with counters for per-epoch and per-step random streams, so a resumed run
 /// draws exactly what an uninterrupted one would have.
@@ -304,13 +306,20 @@ pub fn train(
             }
             let path = ck.dir.join(CHECKPOINT_FILE);
             let tensors = candle_core::safetensors::load(&path, &crate::device())?;
+            let progress: Vec<u32> = tensors
+                .get(PROGRESS_TENSOR)
+                .ok_or_else(|| NnError::Spec {
+                    path: path.clone(),
+                    message: format!("not a checkpoint: `{PROGRESS_TENSOR}` is missing"),
+                })?
+                .to_vec1()?;
             for (name, t) in &tensors {
                 if graph.params.contains_key(name) {
                     graph.params.insert(name.clone(), t.clone());
                 }
             }
-            start_epoch = meta.epoch;
-            step = meta.step;
+            start_epoch = progress[0] as usize;
+            step = progress[1] as usize;
             saved_state = Some(tensors);
         }
     }
@@ -419,20 +428,23 @@ pub fn train(
             for (name, t) in buffers.borrow().iter() {
                 tensors.insert(name.clone(), t.clone());
             }
+            tensors.insert(
+                PROGRESS_TENSOR.to_string(),
+                Tensor::new(&[(epoch + 1) as u32, step as u32], &device)?,
+            );
             std::fs::create_dir_all(ck.dir).map_err(|e| NnError::io(ck.dir, e))?;
-            let tmp = ck.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-            candle_core::safetensors::save(&tensors, &tmp)?;
-            std::fs::rename(&tmp, ck.dir.join(CHECKPOINT_FILE))
-                .map_err(|e| NnError::io(ck.dir, e))?;
             let meta = CheckpointMeta {
-                epoch: epoch + 1,
-                step,
                 config: config.clone(),
                 spec_name: graph.spec.name.clone(),
             };
             let text =
                 serde_json::to_string_pretty(&meta).map_err(|e| NnError::Config(e.to_string()))?;
             crate::io::write_atomic(&ck.dir.join(CHECKPOINT_META), text.as_bytes())?;
+            let tmp = ck.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+            candle_core::safetensors::save(&tensors, &tmp)?;
+            crate::io::sync(&tmp)?;
+            std::fs::rename(&tmp, ck.dir.join(CHECKPOINT_FILE))
+                .map_err(|e| NnError::io(ck.dir, e))?;
         }
         on_epoch(&EpochStats {
             epoch: epoch + 1,
@@ -462,8 +474,9 @@ pub fn train(
 
 /// Removes a finished run's checkpoint.
 pub fn remove_checkpoint(dir: &Path) {
-    let _ = std::fs::remove_file(dir.join(CHECKPOINT_FILE));
+    // The settings file first: without it a leftover tensor file is never resumed from.
     let _ = std::fs::remove_file(dir.join(CHECKPOINT_META));
+    let _ = std::fs::remove_file(dir.join(CHECKPOINT_FILE));
 }
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<u64> {

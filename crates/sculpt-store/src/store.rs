@@ -151,16 +151,19 @@ fn read_journal(path: &Path, repair: bool) -> Result<Vec<TrialRecord>> {
     let mut reader = BufReader::new(file);
     let mut trials = Vec::new();
     let mut good_bytes = 0u64;
-    let mut line = String::new();
+    // Bytes, not a String: a torn tail may cut a multi-byte character in half.
+    let mut line: Vec<u8> = Vec::new();
     let mut number = 0;
     loop {
         line.clear();
-        let read = reader.read_line(&mut line).map_err(|e| io(path, e))?;
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io(path, e))?;
         if read == 0 {
             break;
         }
         number += 1;
-        if !line.ends_with('\n') {
+        if line.last() != Some(&b'\n') {
             if repair {
                 let file = OpenOptions::new()
                     .write(true)
@@ -171,12 +174,12 @@ fn read_journal(path: &Path, repair: bool) -> Result<Vec<TrialRecord>> {
             }
             break;
         }
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             good_bytes += read as u64;
             continue;
         }
         let trial: TrialRecord =
-            serde_json::from_str(line.trim_end()).map_err(|e| StoreError::Corrupt {
+            serde_json::from_slice(&line).map_err(|e| StoreError::Corrupt {
                 path: path.to_path_buf(),
                 line: number,
                 message: e.to_string(),
@@ -264,7 +267,9 @@ mod tests {
         // Simulate a crash in the middle of a third append.
         let journal = dir.path().join(JOURNAL_FILE);
         let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
-        f.write_all(b"{\"trial_id\": 2, \"sta").unwrap();
+        f.write_all("{\"trial_id\": 2, \"error\": \"donn\u{e9}".as_bytes())
+            .unwrap();
+        f.write_all(&[0xc3]).unwrap(); // half of a two-byte character
         drop(f);
         let store = Store::open(dir.path(), meta()).unwrap();
         assert_eq!(
