@@ -5,7 +5,7 @@
 //! is one large, contiguous GEMM instead of one small GEMM per sample; candle's autograd
 //! handles the GEMM. Both kernels split the batch across threads.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -320,10 +320,22 @@ pub fn conv2d(
         };
         cols.matmul(&w.t()?)?
     } else if c_per_group == 1 && o == c {
-        // Depthwise: each output channel sees only its own input channel.
-        cols.reshape((b * ho * wo, c, kk))?
-            .broadcast_mul(&weight.reshape((1, c, kk))?)?
-            .sum(D::Minus1)?
+        // Depthwise: each output channel sees only its own input channel, so the layer is c
+        // small GEMMs, one per channel, over a channel-major copy of the patches. Written as
+        // a batched matmul, both gradients are GEMMs too (a broadcast multiply would need a
+        // slow reduction over the batch for the weight gradient).
+        let n = b * ho * wo;
+        let per_channel = cols.reshape((n, c, kk))?.transpose(0, 1)?.contiguous()?;
+        let out = per_channel.matmul(&weight.reshape((c, kk, 1))?)?;
+        let out = out
+            .reshape((c, b, ho * wo))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((b, o, ho, wo))?;
+        return Ok(match bias {
+            Some(bias) => out.broadcast_add(&bias.reshape((1, o, 1, 1))?)?,
+            None => out,
+        });
     } else {
         let o_per_group = o / groups;
         let parts = (0..groups)
