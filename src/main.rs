@@ -205,6 +205,12 @@ fn train(
         splits.val.len(),
         splits.test.len()
     );
+    if resume && !out.join(sculpt_nn::train::CHECKPOINT_FILE).is_file() {
+        eprintln!(
+            "no checkpoint in {}: training from the start",
+            out.display()
+        );
+    }
     let bar = indicatif_bar(config.epochs);
     let (_, metrics) =
         sculpt_campaign::train_model(model, &splits, &config, out, resume, &mut |s| {
