@@ -527,41 +527,37 @@ impl Graph {
                     )?
                 }
                 Op::BatchNorm2d { eps, momentum, .. } => {
-                    // Everything runs on a [c, b·h·w] copy: candle reduces a contiguous last
-                    // dimension far faster than dims 0, 2 and 3, and the backward pass of
-                    // every broadcast here reduces along that last dimension.
                     let (b, c, h, w) = input.dims4()?;
-                    let n = b * h * w;
-                    let per_channel = input.transpose(0, 1)?.contiguous()?.reshape((c, n))?;
-                    let (mean, var) = if ctx.train {
-                        let mean = per_channel.mean_keepdim(1)?;
-                        let var = per_channel.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
-                        let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0).max(1.0)))?
-                            .flatten_all()?;
-                        for (name, batch) in [
-                            ("running_mean", mean.detach().flatten_all()?),
-                            ("running_var", unbiased),
-                        ] {
+                    if ctx.train {
+                        // One fused kernel (see `batchnorm`); it also returns the batch
+                        // statistics for the running averages.
+                        let (y, mean, var) = crate::batchnorm::batch_norm_train(
+                            input,
+                            &p("weight")?,
+                            &p("bias")?,
+                            *eps,
+                        )?;
+                        let n = (b * h * w) as f64;
+                        let unbiased: Vec<f32> = var
+                            .iter()
+                            .map(|v| (*v as f64 * n / (n - 1.0).max(1.0)) as f32)
+                            .collect();
+                        for (name, batch) in [("running_mean", mean), ("running_var", unbiased)] {
+                            let batch = Tensor::from_vec(batch, c, input.device())?;
                             let running = p(name)?;
                             let updated = ((running * (1.0 - momentum))? + (batch * *momentum)?)?;
                             ctx.buffer_updates
                                 .push((format!("{}.{name}", node.name), updated));
                         }
-                        (mean, var)
+                        y
                     } else {
-                        (
-                            p("running_mean")?.reshape((c, 1))?,
-                            p("running_var")?.reshape((c, 1))?,
-                        )
-                    };
-                    per_channel
-                        .broadcast_sub(&mean)?
-                        .broadcast_div(&(var + *eps)?.sqrt()?)?
-                        .broadcast_mul(&p("weight")?.reshape((c, 1))?)?
-                        .broadcast_add(&p("bias")?.reshape((c, 1))?)?
-                        .reshape((c, b, h, w))?
-                        .transpose(0, 1)?
-                        .contiguous()?
+                        // Running statistics fold into one scale and one shift per channel.
+                        let scale = (p("weight")? / (p("running_var")? + *eps)?.sqrt()?)?;
+                        let shift = (p("bias")? - (p("running_mean")? * &scale)?)?;
+                        input
+                            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?
+                    }
                 }
                 Op::MaxPool2d {
                     kernel_size,

@@ -3,6 +3,7 @@
 //! the model zoo, safetensors/spec I/O and the datasets models are trained on. It knows
 //! nothing about search or storage.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod data;
 pub mod error;
