@@ -5,6 +5,8 @@
 //! `dx = w·inv_std/n · (n·dy − Σdy − x̂·Σ(dy·x̂))`.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use crate::conv::contiguous_f32;
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -39,17 +41,6 @@ pub struct BatchNormTrain {
     pub inv_std: Vec<f32>,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("batch-norm: only f32 tensors are supported"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("batch-norm: inputs must be contiguous"),
-    }
-}
-
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "batch-norm-train"
@@ -64,7 +55,11 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, weight, bias) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, weight, bias) = (
+            contiguous_f32(s1, l1, "batch-norm")?,
+            contiguous_f32(s2, l2, "batch-norm")?,
+            contiguous_f32(s3, l3, "batch-norm")?,
+        );
         let dims = l1.dims();
         let (c, plane) = (dims[1], dims[2] * dims[3]);
         let mut y = vec![0f32; x.len()];
@@ -199,18 +194,7 @@ mod tests {
         let (ours, _, _) =
             batch_norm_train(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
         let theirs = composite(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5);
-        let diff = |a: &Tensor, c: &Tensor| {
-            (a - c)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = crate::conv::tests::close;
         assert!(diff(&ours, &theirs) < 1e-4);
         let g1 = (ours * &probe)
             .unwrap()

@@ -45,7 +45,8 @@ struct Col2Im {
     ones: bool,
 }
 
-fn contiguous_f32<'a>(
+/// The f32 data of a contiguous tensor's storage; `op` names the custom op in errors.
+pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     op: &str,
@@ -361,10 +362,11 @@ pub fn conv2d(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn close(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference between two tensors of one shape.
+    pub(crate) fn close(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()
