@@ -54,34 +54,18 @@ fn main() {
 
     // One trial: prune, quantize, distil for 10 epochs, score.
     let logits = sculpt_nn::predict_logits(&teacher, &splits.train).unwrap();
-    let plan = CompressionPlan {
-        temperature: 3.0,
-        alpha: 0.7,
-        layers: [
-            (
-                "fc1".to_string(),
-                LayerPlan {
-                    prune_ratio: 0.5,
-                    bits: 4,
-                },
-            ),
-            (
-                "fc2".to_string(),
-                LayerPlan {
-                    prune_ratio: 0.5,
-                    bits: 4,
-                },
-            ),
-            (
-                "fc3".to_string(),
-                LayerPlan {
-                    prune_ratio: 0.0,
-                    bits: 8,
-                },
-            ),
-        ]
-        .into(),
-    };
+    let mut plan = CompressionPlan::default();
+    plan.distill.temperature = 3.0;
+    for (layer, prune, bits) in [("fc1", 0.5, 4), ("fc2", 0.5, 4), ("fc3", 0.0, 8)] {
+        plan.layers.insert(
+            layer.to_string(),
+            LayerPlan {
+                prune,
+                bits,
+                ..LayerPlan::default()
+            },
+        );
+    }
     let finetune = TrainConfig {
         epochs: 10,
         learning_rate: 1e-3,
@@ -164,6 +148,7 @@ fn main() {
             name: "bench".into(),
             fingerprint: "0".into(),
             layers: vec!["fc1".into(), "fc2".into(), "fc3".into()],
+            columns: vec!["temperature".into(), "prune_fc1".into(), "bits_fc1".into()],
         },
     )
     .unwrap();
@@ -176,15 +161,19 @@ fn main() {
                 state: sculpt_store::TrialState::Complete,
                 strategy: "nsga2".into(),
                 generation: Some(0),
-                temperature: 2.0,
-                alpha: 0.5,
-                prune: [("fc1".to_string(), 0.5)].into(),
-                bits: [("fc1".to_string(), 4)].into(),
+                params: [
+                    ("temperature".to_string(), serde_json::json!(2.0)),
+                    ("prune_fc1".to_string(), serde_json::json!(0.5)),
+                    ("bits_fc1".to_string(), serde_json::json!(4)),
+                ]
+                .into(),
                 accuracy: Some(0.95),
                 latency_ms: Some(0.006),
                 size_bytes: Some(5000),
-                params: Some(20_000),
+                num_params: Some(20_000),
+                nonzeros: Some(19_000),
                 flops: Some(40_000),
+                bops: Some(40_000 * 4 * 32),
                 duration_s: 0.2,
                 error: None,
             })

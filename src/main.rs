@@ -86,6 +86,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply a compression plan (prune, sparsify, factorise, fold, quantize, then fine-tune
+    /// by distillation) to a trained model and write the compressed model and metrics.json.
+    Compress {
+        /// Model directory (model.toml + model.safetensors): the model to compress and the
+        /// teacher it distils from.
+        #[arg(long)]
+        model: PathBuf,
+        /// Data source: digits, mnist:DIR, idx:DIR, cifar10:DIR, csv:PATH, parquet:PATH.
+        #[arg(long)]
+        data: String,
+        /// The plan file (TOML); see the README for its format.
+        #[arg(long)]
+        plan: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the data split (the model's own) and of fine-tuning.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Fine-tuning epochs, overriding the plan's [finetune] (0: none).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Print metrics.json to standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run (or resume) a compression search campaign.
     Run {
         /// The campaign file (TOML).
@@ -181,6 +207,25 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             batch_size,
             json,
         } => eval(&model, &data, seed, &profile, batch_size, json),
+        Command::Compress {
+            model,
+            data,
+            plan,
+            out,
+            seed,
+            epochs,
+            json,
+        } => compress(
+            &sculpt_campaign::CompressRun {
+                model: &model,
+                data: &data,
+                plan: &plan,
+                out: &out,
+                seed,
+                epochs,
+            },
+            json,
+        ),
         Command::Run { campaign, out } => run(&campaign, out),
         Command::Report { dir, budget_ms } => report(&dir, budget_ms),
         Command::Select {
@@ -294,7 +339,7 @@ fn eval(
         "latency_ms_measured": measured,
         "latency_ms_modelled": modelled,
         "profile": profile.name,
-        "size_bytes": sculpt_compress::model_size_bytes(&graph),
+        "size_bytes": sculpt_compress::model_size_bytes(&graph)?,
         "params": graph.num_params(),
         "flops": graph.flops()?,
     });
@@ -309,6 +354,63 @@ fn eval(
             modelled,
             profile.name
         );
+    }
+    Ok(())
+}
+
+fn compress(run: &sculpt_campaign::CompressRun, json: bool) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::hidden();
+    let mut started = false;
+    let metrics = sculpt_campaign::compress_model(run, &mut |s| {
+        if !started {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_length(s.epochs as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "fine-tuning epoch {pos}/{len} [{elapsed_precise}] {bar:30} {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            started = true;
+        }
+        bar.set_position(s.epoch as u64);
+        bar.set_message(format!("loss {:.4}", s.loss));
+    })
+    .with_context(|| {
+        format!(
+            "compressing {} by {}",
+            run.model.display(),
+            run.plan.display()
+        )
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        println!(
+            "passes: {}; fine-tuned {} epochs in {:.1} s",
+            metrics.passes.join(" > "),
+            metrics.finetune_epochs,
+            metrics.finetune_seconds
+        );
+        println!(
+            "test accuracy {:.2}% (teacher {:.2}%, {:+.2} points; {:.2}% before fine-tuning), validation {:.2}%",
+            metrics.accuracy * 100.0,
+            metrics.teacher_accuracy * 100.0,
+            (metrics.accuracy - metrics.teacher_accuracy) * 100.0,
+            metrics.accuracy_before_finetune * 100.0,
+            metrics.val_accuracy * 100.0
+        );
+        println!(
+            "{} bytes ({:.1}x smaller than {}), {} params, {} nonzeros, {} FLOPs, {} BOPs",
+            metrics.size_bytes,
+            metrics.compression_ratio,
+            metrics.teacher_size_bytes,
+            metrics.params,
+            metrics.nonzeros,
+            metrics.flops,
+            metrics.bops
+        );
+        println!("wrote {}", run.out.display());
     }
     Ok(())
 }
@@ -357,9 +459,9 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         outcome.new_trials,
         outcome.trials.iter().filter(|t| !t.is_complete()).count()
     );
-    print_front(&outcome.trials, &outcome.layers, t);
+    print_front(&outcome.trials, &outcome.columns, t);
     if let Some(budget) = outcome.budget_ms {
-        print_best(&outcome.trials, &outcome.layers, t, budget);
+        print_best(&outcome.trials, &outcome.columns, t, budget);
     }
     println!(
         "\nwrote {} and {}",
@@ -370,23 +472,12 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(t: &TrialRecord, layers: &[String]) -> String {
-    let join =
-        |f: &dyn Fn(&str) -> String| layers.iter().map(|l| f(l)).collect::<Vec<_>>().join("/");
-    format!(
-        "T={:.2} alpha={:.2} prune={} bits={}",
-        t.temperature,
-        t.alpha,
-        join(&|l| format!("{:.2}", t.prune.get(l).copied().unwrap_or(0.0))),
-        join(&|l| t.bits.get(l).copied().unwrap_or(32).to_string())
-    )
+fn describe(t: &TrialRecord, columns: &[String]) -> String {
+    sculpt_report::configuration(columns, t)
 }
 
-fn print_front(trials: &[TrialRecord], layers: &[String], teacher: &sculpt_store::TeacherRecord) {
-    println!(
-        "\nPareto front (accuracy against latency; layers {}):",
-        layers.join("/")
-    );
+fn print_front(trials: &[TrialRecord], columns: &[String], teacher: &sculpt_store::TeacherRecord) {
+    println!("\nPareto front (accuracy against latency):");
     println!(
         "{:>6} {:>9} {:>12} {:>10} {:>8}  configuration",
         "trial", "accuracy", "latency(ms)", "bytes", "smaller"
@@ -401,14 +492,14 @@ fn print_front(trials: &[TrialRecord], layers: &[String], teacher: &sculpt_store
             t.latency_ms.unwrap_or(f64::NAN),
             size,
             teacher.size_bytes as f64 / size.max(1) as f64,
-            describe(t, layers)
+            describe(t, columns)
         );
     }
 }
 
 fn print_best(
     trials: &[TrialRecord],
-    layers: &[String],
+    columns: &[String],
     teacher: &sculpt_store::TeacherRecord,
     budget: f64,
 ) {
@@ -420,7 +511,7 @@ fn print_best(
             (t.accuracy.unwrap_or(0.0) - teacher.accuracy) * 100.0,
             t.latency_ms.unwrap_or(f64::NAN),
             t.size_bytes.unwrap_or(0),
-            describe(t, layers)
+            describe(t, columns)
         ),
         None => println!("\nno completed trial meets the {budget} ms budget"),
     }
@@ -433,13 +524,13 @@ fn report(dir: &Path, budget_ms: Option<f64>) -> anyhow::Result<()> {
         dir,
         &sculpt_report::Report {
             campaign: &meta.name,
-            layers: &meta.layers,
+            columns: &meta.columns,
             trials: &trials,
             teacher: &teacher,
             budget_ms,
         },
     )?;
-    print_front(&trials, &meta.layers, &teacher);
+    print_front(&trials, &meta.columns, &teacher);
     println!("\nwrote {} and {}", summary.display(), figure.display());
     Ok(())
 }
@@ -456,7 +547,7 @@ fn select(dir: &Path, budget_ms: f64, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(best)?);
     } else {
-        print_best(&trials, &meta.layers, &teacher, budget_ms);
+        print_best(&trials, &meta.columns, &teacher, budget_ms);
     }
     Ok(())
 }

@@ -130,7 +130,6 @@ fn campaign_runs_resumes_and_reproduces() {
             "alpha",
             "prune_fc1",
             "prune_fc2",
-            "prune_fc3",
             "bits_fc1",
             "bits_fc2",
             "bits_fc3",
@@ -138,7 +137,9 @@ fn campaign_runs_resumes_and_reproduces() {
             "latency_ms",
             "size_bytes",
             "params",
+            "nonzeros",
             "flops",
+            "bops",
             "duration_s",
             "error"
         ]

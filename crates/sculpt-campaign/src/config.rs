@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use sculpt_compress::{ParamValue, KNOBS};
 use sculpt_latency::DeviceProfile;
 use sculpt_nn::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -53,47 +54,30 @@ struct RawTrain {
     weight_decay: Option<Spanned<f64>>,
 }
 
+// The other keys of `[search]` are knob tables, read one by one from the spanned document
+// (see `knob_searches`), so that a knob needs no field here and errors keep their spans.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSearch {
     strategy: Spanned<String>,
     trials: Spanned<i64>,
     population: Option<Spanned<i64>>,
     max_minutes: Option<Spanned<f64>>,
-    temperature: RawRange,
-    alpha: RawRange,
-    prune: RawLayerRange,
-    bits: RawLayerChoices,
 }
 
+const SEARCH_FIELDS: &[&str] = &["strategy", "trials", "population", "max_minutes"];
+
+/// One `[search.<knob>]` table: a range, a list of choices, or one fixed value, for the
+/// layers its pattern matches (per-layer knobs).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRange {
-    low: Spanned<f64>,
-    high: Spanned<f64>,
+struct RawKnob {
+    layers: Option<Spanned<String>>,
+    low: Option<Spanned<f64>>,
+    high: Option<Spanned<f64>>,
     #[serde(default)]
     log: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLayerRange {
-    #[serde(default = "all_layers")]
-    layers: Spanned<String>,
-    low: Spanned<f64>,
-    high: Spanned<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLayerChoices {
-    #[serde(default = "all_layers")]
-    layers: Spanned<String>,
-    choices: Spanned<Vec<i64>>,
-}
-
-fn all_layers() -> Spanned<String> {
-    Spanned::new(0..0, "*".to_string())
+    choices: Option<Spanned<Vec<toml::Value>>>,
+    value: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,11 +113,29 @@ impl StrategyKind {
     }
 }
 
+/// The values a campaign searches for one knob.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FloatRange {
-    pub low: f64,
-    pub high: f64,
-    pub log: bool,
+pub enum KnobDomain {
+    /// A float range, uniform or log-uniform.
+    Range { low: f64, high: f64, log: bool },
+    /// A list of values (numbers or names).
+    Choices(Vec<ParamValue>),
+    /// One value for every trial: not searched, but applied and recorded.
+    Fixed(ParamValue),
+}
+
+/// What a campaign searches for one knob, and on which layers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KnobSearch {
+    /// The knob's name in the knob table.
+    pub knob: String,
+    /// Layer-name pattern (`*` matches any run of characters); `*` for global knobs.
+    pub layers: String,
+    pub domain: KnobDomain,
+    /// Where the knob's table starts in the campaign file (line, column), for errors
+    /// found once the teacher is known.
+    #[serde(skip)]
+    pub at: (usize, usize),
 }
 
 /// A checked campaign.
@@ -149,13 +151,8 @@ pub struct Campaign {
     pub strategy: StrategyKind,
     pub trials: usize,
     pub max_minutes: Option<f64>,
-    pub temperature: FloatRange,
-    pub alpha: FloatRange,
-    /// Layer name pattern (`*` matches any run of characters) and prune-ratio range.
-    pub prune_layers: String,
-    pub prune: FloatRange,
-    pub bits_layers: String,
-    pub bits_choices: Vec<u32>,
+    /// The knobs searched, in the knob table's order.
+    pub knobs: Vec<KnobSearch>,
     pub profile: DeviceProfile,
     pub latency_batch_size: usize,
     pub budget_ms: Option<f64>,
@@ -237,22 +234,6 @@ impl Source<'_> {
         Ok(*value.get_ref() as usize)
     }
 
-    fn range(&self, raw: &RawRange, field: &str, min: f64, max: f64) -> Result<FloatRange> {
-        self.bounds(&raw.low, &raw.high, field, min, max)?;
-        if raw.log && *raw.low.get_ref() <= 0.0 {
-            return Err(self.error(
-                raw.low.span(),
-                Some(&format!("{field}.low")),
-                "must be positive on a log scale",
-            ));
-        }
-        Ok(FloatRange {
-            low: *raw.low.get_ref(),
-            high: *raw.high.get_ref(),
-            log: raw.log,
-        })
-    }
-
     fn bounds(
         &self,
         low: &Spanned<f64>,
@@ -283,6 +264,165 @@ impl Source<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Reads every `[search.<knob>]` table from the spanned document, in the knob table's
+    /// order. Each is checked against its knob: a range must lie within the knob's values,
+    /// choices must be legal values, and a per-layer knob may name a layer pattern.
+    fn knob_searches(&self) -> Result<Vec<KnobSearch>> {
+        use serde::de::IntoDeserializer;
+        let doc = toml::de::DeTable::parse(self.text).map_err(|e| {
+            self.error(
+                e.span().unwrap_or(0..0),
+                None,
+                e.message().trim().to_string(),
+            )
+        })?;
+        let Some(search) = doc
+            .get_ref()
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == "search")
+            .map(|(_, v)| v)
+        else {
+            return Ok(Vec::new());
+        };
+        let toml::de::DeValue::Table(table) = search.get_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref().as_ref();
+            if SEARCH_FIELDS.contains(&name) {
+                continue;
+            }
+            let field = format!("search.{name}");
+            let Some(index) = KNOBS.iter().position(|k| k.name == name) else {
+                return Err(self.error(
+                    key.span(),
+                    Some(&field),
+                    format!(
+                        "unknown field or knob `{name}` (fields: {}; knobs: {})",
+                        SEARCH_FIELDS.join(", "),
+                        sculpt_compress::knobs::knob_names().join(", ")
+                    ),
+                ));
+            };
+            let knob = &KNOBS[index];
+            let raw = RawKnob::deserialize(value.clone().into_deserializer()).map_err(|e| {
+                let message = e.message().trim().to_string();
+                let span = e.span().unwrap_or(value.span());
+                self.error(span, None, message)
+            })?;
+            let domain = self.knob_domain(knob, &raw, &field, value.span())?;
+            let layers = match &raw.layers {
+                Some(l) if !knob.per_layer => {
+                    return Err(self.error(
+                        l.span(),
+                        Some(&format!("{field}.layers")),
+                        format!("`{name}` is a global knob; it takes no layer pattern"),
+                    ))
+                }
+                Some(l) => l.get_ref().clone(),
+                None => "*".to_string(),
+            };
+            found.push((
+                index,
+                KnobSearch {
+                    knob: name.to_string(),
+                    layers,
+                    domain,
+                    at: line_column(self.text, value.span().start),
+                },
+            ));
+        }
+        found.sort_by_key(|(i, _)| *i);
+        Ok(found.into_iter().map(|(_, k)| k).collect())
+    }
+
+    fn knob_domain(
+        &self,
+        knob: &sculpt_compress::Knob,
+        raw: &RawKnob,
+        field: &str,
+        span: Range<usize>,
+    ) -> Result<KnobDomain> {
+        let to_param = |v: &toml::Value| -> Option<ParamValue> {
+            match v {
+                toml::Value::Integer(i) => Some(ParamValue::Int(*i)),
+                toml::Value::Float(f) => Some(ParamValue::Float(*f)),
+                toml::Value::String(s) => Some(ParamValue::Text(s.clone())),
+                _ => None,
+            }
+        };
+        let check = |v: &toml::Value, span: Range<usize>, f: &str| -> Result<ParamValue> {
+            let value = to_param(v).ok_or_else(|| {
+                self.error(
+                    span.clone(),
+                    Some(f),
+                    format!("expected a number or a string, got {v}"),
+                )
+            })?;
+            knob.check(&value)
+                .map_err(|m| self.error(span.clone(), Some(f), m))
+        };
+        match (&raw.low, &raw.high, &raw.choices, &raw.value) {
+            (Some(low), Some(high), None, None) => {
+                let sculpt_compress::KnobKind::Float { .. } = knob.kind else {
+                    return Err(self.error(
+                        low.span(),
+                        Some(&format!("{field}.low")),
+                        "this knob takes `choices` or `value`, not a range",
+                    ));
+                };
+                for (v, which) in [(low, "low"), (high, "high")] {
+                    check(
+                        &toml::Value::Float(*v.get_ref()),
+                        v.span(),
+                        &format!("{field}.{which}"),
+                    )?;
+                }
+                self.bounds(low, high, field, f64::MIN, f64::MAX)?;
+                if raw.log && *low.get_ref() <= 0.0 {
+                    return Err(self.error(
+                        low.span(),
+                        Some(&format!("{field}.low")),
+                        "must be positive on a log scale",
+                    ));
+                }
+                Ok(KnobDomain::Range {
+                    low: *low.get_ref(),
+                    high: *high.get_ref(),
+                    log: raw.log,
+                })
+            }
+            (None, None, Some(choices), None) => {
+                if choices.get_ref().is_empty() {
+                    return Err(self.error(
+                        choices.span(),
+                        Some(&format!("{field}.choices")),
+                        "must list at least one value",
+                    ));
+                }
+                let mut values: Vec<ParamValue> = Vec::new();
+                for c in choices.get_ref() {
+                    let v = check(c, choices.span(), &format!("{field}.choices"))?;
+                    if !values.contains(&v) {
+                        values.push(v);
+                    }
+                }
+                Ok(KnobDomain::Choices(values))
+            }
+            (None, None, None, Some(value)) => Ok(KnobDomain::Fixed(check(
+                value.get_ref(),
+                value.span(),
+                &format!("{field}.value"),
+            )?)),
+            _ => Err(self.error(
+                span,
+                Some(field),
+                "give `low` and `high` (a range), `choices` (a list), or `value` (fixed)",
+            )),
+        }
     }
 
     fn train(&self, raw: &RawTrain, table: &str, defaults: TrainConfig) -> Result<TrainConfig> {
@@ -330,6 +470,9 @@ impl Campaign {
     /// Checks campaign text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Campaign> {
         let source = Source { path, text };
+        // Knob tables first: an unknown key under [search] is reported there, by name,
+        // before serde would call the real field it hides missing.
+        let knobs = source.knob_searches()?;
         let raw: RawCampaign = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             source.error(span, None, e.message().trim().to_string())
@@ -447,42 +590,6 @@ impl Campaign {
             Some(m) => Some(*m.get_ref()),
             None => None,
         };
-        let temperature = source.range(&search.temperature, "search.temperature", 1e-3, 100.0)?;
-        let alpha = source.range(&search.alpha, "search.alpha", 0.0, 1.0)?;
-        source.bounds(
-            &search.prune.low,
-            &search.prune.high,
-            "search.prune",
-            0.0,
-            0.99,
-        )?;
-        let prune = FloatRange {
-            low: *search.prune.low.get_ref(),
-            high: *search.prune.high.get_ref(),
-            log: false,
-        };
-        let choices = search.bits.choices.get_ref();
-        if choices.is_empty() {
-            return Err(source.error(
-                search.bits.choices.span(),
-                Some("search.bits.choices"),
-                "must list at least one bit width",
-            ));
-        }
-        if let Some(bad) = choices
-            .iter()
-            .find(|b| !(2..=8).contains(*b) && **b != 16 && **b != 32)
-        {
-            return Err(source.error(
-                search.bits.choices.span(),
-                Some("search.bits.choices"),
-                format!("bit width {bad} is not supported (use 2 to 8, 16 or 32)"),
-            ));
-        }
-        let mut bits_choices: Vec<u32> = choices.iter().map(|&b| b as u32).collect();
-        bits_choices.sort_unstable();
-        bits_choices.dedup();
-
         let profile_name = raw.latency.profile.get_ref();
         let profile_path = base.join(profile_name);
         let profile = if profile_path.is_file() {
@@ -523,12 +630,7 @@ impl Campaign {
             strategy,
             trials,
             max_minutes,
-            temperature,
-            alpha,
-            prune_layers: search.prune.layers.get_ref().clone(),
-            prune,
-            bits_layers: search.bits.layers.get_ref().clone(),
-            bits_choices,
+            knobs,
             profile,
             latency_batch_size,
             budget_ms,
@@ -554,30 +656,7 @@ pub fn digest(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Whether `name` matches `pattern`, where `*` matches any run of characters.
-pub fn matches_pattern(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let mut rest = name;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
-}
+pub use sculpt_compress::matches_pattern;
 
 #[cfg(test)]
 mod tests {
@@ -594,7 +673,14 @@ mod tests {
         let c = parse(QUICKSTART).unwrap();
         assert_eq!(c.name, "quickstart");
         assert!(matches!(c.strategy, StrategyKind::Nsga2 { .. }));
-        assert_eq!(c.bits_choices, vec![2, 3, 4, 5, 6, 8]);
+        let bits = c.knobs.iter().find(|k| k.knob == "bits").unwrap();
+        assert_eq!(
+            bits.domain,
+            KnobDomain::Choices([2, 3, 4, 5, 6, 8].map(ParamValue::Int).to_vec())
+        );
+        // Knobs come in table order, whatever their order in the file.
+        let order: Vec<&str> = c.knobs.iter().map(|k| k.knob.as_str()).collect();
+        assert_eq!(order, ["temperature", "alpha", "prune", "bits"]);
         assert_eq!(c.fingerprint(), parse(QUICKSTART).unwrap().fingerprint());
         let more = parse(&QUICKSTART.replace("trials = 80", "trials = 100")).unwrap();
         assert_eq!(c.fingerprint(), more.fingerprint());
@@ -636,7 +722,28 @@ mod tests {
         let bad = QUICKSTART.replace("choices = [2, 3, 4, 5, 6, 8]", "choices = [1, 4]");
         let err = parse(&bad).unwrap_err().to_string();
         assert!(
-            err.contains("search.bits.choices") && err.contains("bit width 1"),
+            err.contains("search.bits.choices") && err.contains("1 is not allowed"),
+            "{err}"
+        );
+        let line = line_of(&bad, "choices = [1, 4]");
+        assert!(err.contains(&format!(":{line}:")), "{err}");
+
+        let bad = QUICKSTART.replace("[search.bits]", "[search.bitz]");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("unknown field or knob `bitz`"), "{err}");
+        assert!(
+            err.contains(&format!(":{}:", line_of(&bad, "[search.bitz]"))),
+            "{err}"
+        );
+
+        let bad = QUICKSTART.replace("[search.alpha]", "[search.alpha]\nlayers = \"fc*\"");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("global knob"), "{err}");
+
+        let bad = QUICKSTART.replace("low = 0.1", "low = \"small\"");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(":{}:", line_of(&bad, "low = \"small\""))),
             "{err}"
         );
 

@@ -10,19 +10,21 @@ use std::time::Instant;
 use candle_core::Tensor;
 use sculpt_latency::DeviceProfile;
 use sculpt_nn::{Dataset, Graph, GraphSpec, Splits};
-use sculpt_search::{Nsga2, Nsga2Settings, Point, RandomSearch, SearchSpace, Strategy};
+use sculpt_search::{Nsga2, Nsga2Settings, Point, RandomSearch, Strategy};
 use sculpt_store::{CampaignMeta, Store, TeacherRecord, TrialRecord, TrialState};
 
 use crate::config::{Campaign, StrategyKind, TeacherSource};
 use crate::error::{CampaignError, Result};
 use crate::observe::{Observer, Progress};
-use crate::space::{decode, search_space, trial_view};
+use crate::space::{search_space, trial_view, CampaignSpace};
 
 /// What a finished (or stopped) run leaves behind.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
     pub out_dir: PathBuf,
     pub layers: Vec<String>,
+    /// The parameter columns of the trials, in frame order.
+    pub columns: Vec<String>,
     pub teacher: TeacherRecord,
     pub trials: Vec<TrialRecord>,
     pub budget_ms: Option<f64>,
@@ -47,7 +49,7 @@ pub fn evaluate_teacher(
         model: model.to_string(),
         accuracy: sculpt_nn::accuracy(teacher, val)?,
         latency_ms: sculpt_latency::estimate(teacher, profile, batch_size)?.total_ms(),
-        size_bytes: sculpt_compress::model_size_bytes(teacher),
+        size_bytes: sculpt_compress::model_size_bytes(teacher)?,
         params: teacher.num_params() as u64,
         flops: teacher.flops()?,
     })
@@ -163,7 +165,7 @@ fn build_strategy(campaign: &Campaign) -> Result<Box<dyn Strategy>> {
 /// Everything one trial evaluation needs, fixed for the whole run.
 struct Evaluator<'a> {
     campaign: &'a Campaign,
-    space: &'a SearchSpace,
+    space: &'a CampaignSpace,
     teacher: &'a Graph,
     splits: &'a Splits,
     teacher_logits: &'a Tensor,
@@ -172,39 +174,38 @@ struct Evaluator<'a> {
 struct Scores {
     accuracy: f64,
     latency_ms: f64,
-    size_bytes: u64,
-    params: u64,
-    flops: u64,
+    accounting: sculpt_compress::Accounting,
 }
 
 impl Evaluator<'_> {
-    fn score(&self, point: &Point, trial_id: u64) -> Result<Scores> {
-        let plan = decode(self.space, point, self.teacher)?;
+    fn score(&self, plan: &sculpt_compress::CompressionPlan, trial_id: u64) -> Result<Scores> {
         let mut finetune = self.campaign.finetune.clone();
         finetune.seed = self
             .campaign
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(trial_id);
-        let (student, _) = sculpt_compress::apply(
-            self.teacher,
-            &plan,
-            &self.splits.train,
-            self.teacher_logits,
-            &finetune,
-        )?;
-        let accuracy = sculpt_nn::accuracy(&student, &self.splits.val)?;
+        // The structure, and so the size and the predicted latency, are known here,
+        // before any fine-tuning.
+        let compressed = sculpt_compress::compress(self.teacher, plan, Some(&self.splits.train))?;
+        let accounting = sculpt_compress::account(&compressed)?;
         let latency = sculpt_latency::estimate(
-            &student,
+            &compressed,
             &self.campaign.profile,
             self.campaign.latency_batch_size,
         )?;
+        let (student, _) = sculpt_compress::finetune(
+            &compressed,
+            &self.splits.train,
+            self.teacher_logits,
+            &plan.distill,
+            &finetune,
+            &mut |_| {},
+        )?;
         Ok(Scores {
-            accuracy,
+            accuracy: sculpt_nn::accuracy(&student, &self.splits.val)?,
             latency_ms: latency.total_ms(),
-            size_bytes: sculpt_compress::model_size_bytes(&student),
-            params: student.num_params() as u64,
-            flops: student.flops()?,
+            accounting,
         })
     }
 
@@ -218,8 +219,19 @@ impl Evaluator<'_> {
         generation: Option<u32>,
     ) -> TrialRecord {
         let started = Instant::now();
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.score(point, trial_id)));
+        let decoded = self.space.decode(point);
+        let params = match &decoded {
+            Ok(plan) => self.space.params(plan),
+            Err(_) => Default::default(),
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.score(
+                decoded
+                    .as_ref()
+                    .map_err(|e| CampaignError::Invalid(e.to_string()))?,
+                trial_id,
+            )
+        }));
         let result = match outcome {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(panic) => Err(format!(
@@ -231,41 +243,31 @@ impl Evaluator<'_> {
                     .unwrap_or_else(|| "panic".into())
             )),
         };
-        let value = |name: &str| self.space.value(point, name);
         let mut record = TrialRecord {
             trial_id,
             state: TrialState::Complete,
             strategy: strategy.to_string(),
             generation,
-            temperature: value("temperature").unwrap_or(f64::NAN),
-            alpha: value("alpha").unwrap_or(f64::NAN),
-            prune: Default::default(),
-            bits: Default::default(),
+            params,
             accuracy: None,
             latency_ms: None,
             size_bytes: None,
-            params: None,
+            num_params: None,
+            nonzeros: None,
             flops: None,
+            bops: None,
             duration_s: 0.0,
             error: None,
         };
-        for layer in self.teacher.spec.weight_layers() {
-            record.prune.insert(
-                layer.clone(),
-                value(&format!("prune_{layer}")).unwrap_or(0.0),
-            );
-            record.bits.insert(
-                layer.clone(),
-                value(&format!("bits_{layer}")).map_or(32, |b| b as u32),
-            );
-        }
         match result {
             Ok(s) => {
                 record.accuracy = Some(s.accuracy);
                 record.latency_ms = Some(s.latency_ms);
-                record.size_bytes = Some(s.size_bytes);
-                record.params = Some(s.params);
-                record.flops = Some(s.flops);
+                record.size_bytes = Some(s.accounting.size_bytes);
+                record.num_params = Some(s.accounting.params);
+                record.nonzeros = Some(s.accounting.nonzeros);
+                record.flops = Some(s.accounting.flops);
+                record.bops = Some(s.accounting.bops);
             }
             Err(reason) => {
                 record.state = TrialState::Failed;
@@ -310,13 +312,19 @@ pub fn run(
     let started = Instant::now();
     let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
     // Lock the directory and check that it belongs to this campaign before any training.
-    let layers = teacher_spec(campaign, &splits)?.weight_layers();
+    let spec = teacher_spec(campaign, &splits)?;
+    let layers = spec.weight_layers();
+    // The space is checked against the architecture before anything is trained or
+    // written, so a pattern that matches nothing fails at once.
+    let skeleton = sculpt_nn::zoo::init(spec, 0)?;
+    let columns = search_space(campaign, &skeleton)?.columns();
     let mut store = Store::open(
         out,
         CampaignMeta {
             name: campaign.name.clone(),
             fingerprint: fingerprint(campaign)?,
             layers: layers.clone(),
+            columns: columns.clone(),
         },
     )?;
     let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
@@ -370,7 +378,7 @@ pub fn run(
             .map(|t| t.trial_id + 1)
             .max()
             .unwrap_or(0);
-        let proposal = strategy.ask(&space, &history, trial_id)?;
+        let proposal = strategy.ask(&space.space, &history, trial_id)?;
         let record = evaluator.evaluate(
             &proposal.point,
             trial_id,
@@ -392,7 +400,7 @@ pub fn run(
         out,
         &sculpt_report::Report {
             campaign: &campaign.name,
-            layers: &layers,
+            columns: &columns,
             trials: store.trials(),
             teacher: &teacher_record,
             budget_ms: campaign.budget_ms,
@@ -401,6 +409,7 @@ pub fn run(
     Ok(RunOutcome {
         out_dir: out.to_path_buf(),
         layers,
+        columns,
         teacher: teacher_record,
         trials: store.trials().to_vec(),
         budget_ms: campaign.budget_ms,

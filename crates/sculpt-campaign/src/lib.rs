@@ -8,11 +8,13 @@ pub mod error;
 pub mod executor;
 pub mod observe;
 pub mod space;
+pub mod standalone;
 pub mod teacher;
 
-pub use config::{Campaign, StrategyKind, TeacherSource};
+pub use config::{Campaign, KnobDomain, KnobSearch, StrategyKind, TeacherSource};
 pub use error::{CampaignError, Result};
 pub use executor::{evaluate_teacher, run, RunOutcome};
 pub use observe::{Observer, Progress, ProgressBar};
-pub use space::{decode, search_space, trial_view};
+pub use space::{search_space, trial_view, CampaignSpace, Coordinate};
+pub use standalone::{compress_model, CompressMetrics, CompressRun};
 pub use teacher::{train_model, TrainMetrics};

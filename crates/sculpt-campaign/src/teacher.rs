@@ -91,7 +91,7 @@ pub fn train_model(
         seconds_per_epoch: report.seconds_per_epoch,
         samples_per_second: report.samples_per_second,
         params: graph.num_params(),
-        size_bytes: sculpt_compress::model_size_bytes(&graph),
+        size_bytes: sculpt_compress::model_size_bytes(&graph)?,
         flops: graph.flops()?,
     };
     sculpt_nn::io::save(&graph, out)?;

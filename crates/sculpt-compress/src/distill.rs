@@ -4,12 +4,14 @@
 //! Quantized layers train through a straight-through estimator and are re-quantized at
 //! the end, so the result lies exactly on its grids.
 
-use candle_core::{Tensor, D};
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor, D};
 use candle_nn::ops::log_softmax;
-use sculpt_nn::{train::Batch, Dataset, Graph, TrainConfig, TrainReport};
+use sculpt_nn::{train::Batch, Dataset, EpochStats, Graph, TrainConfig, TrainReport};
 
 use crate::error::Result;
-use crate::plan::CompressionPlan;
+use crate::plan::DistillPlan;
 
 /// `alpha · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − alpha) · CE(s, y)`, batch mean.
 pub fn distillation_loss(
@@ -29,38 +31,62 @@ pub fn distillation_loss(
     Ok((soft + (hard * (1.0 - alpha))?)?)
 }
 
-/// Fine-tunes `student` in place on `train`, distilling from `teacher_logits` (one row per
-/// training sample, in the dataset's order).
-pub fn distill(
-    student: &mut Graph,
+/// Fine-tunes a copy of `student` on `train`, distilling from `teacher_logits` (one row
+/// per training sample, in the dataset's order), and returns it with the training report.
+/// Quantized weights train through a straight-through estimator and end on their grids;
+/// the zeros of sparse weights are a mask that holds throughout. `on_epoch` sees each
+/// epoch's statistics, so a caller can show progress or stop a poor candidate early.
+pub fn finetune(
+    student: &Graph,
     train: &Dataset,
     teacher_logits: &Tensor,
-    plan: &CompressionPlan,
+    distill: &DistillPlan,
     config: &TrainConfig,
-) -> Result<TrainReport> {
-    let (temperature, alpha) = (plan.temperature, plan.alpha);
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(Graph, TrainReport)> {
+    let (temperature, alpha) = (distill.temperature, distill.alpha);
+    if teacher_logits.dims().first() != Some(&train.len()) {
+        return Err(crate::CompressError::Plan(format!(
+            "the teacher's logits cover {:?} samples, the training set has {}",
+            teacher_logits.dims().first(),
+            train.len()
+        )));
+    }
     let loss = |logits: &Tensor, batch: &Batch| -> sculpt_nn::Result<Tensor> {
         let targets = teacher_logits.index_select(&batch.rows, 0)?;
-        distillation_loss(logits, &targets, &batch.y, temperature, alpha).map_err(|e| match e {
-            crate::CompressError::Candle(c) => sculpt_nn::NnError::Candle(c),
-            crate::CompressError::Nn(n) => n,
-            other => sculpt_nn::NnError::Config(other.to_string()),
-        })
+        distillation_loss(logits, &targets, &batch.y, temperature, alpha).map_err(to_nn)
     };
-    let bits = student.spec.weight_bits.clone();
+    let schemes = student.spec.weight_quant.clone();
+    let mut masks: BTreeMap<String, Tensor> = BTreeMap::new();
+    for name in &student.spec.sparse {
+        let w = student.param(name)?;
+        masks.insert(name.clone(), w.ne(0f32)?.to_dtype(DType::F32)?);
+    }
     let view = |name: &str, w: &Tensor| -> sculpt_nn::Result<Tensor> {
-        match bits.get(name) {
-            Some(&b) => crate::quantize::quantize_ste(w, b).map_err(|e| match e {
-                crate::CompressError::Candle(c) => sculpt_nn::NnError::Candle(c),
-                other => sculpt_nn::NnError::Config(other.to_string()),
-            }),
-            None => Ok(w.clone()),
+        let w = match masks.get(name) {
+            Some(mask) => (w * mask)?,
+            None => w.clone(),
+        };
+        match schemes.get(name) {
+            Some(scheme) => crate::quantize::quantize_ste(&w, scheme).map_err(to_nn),
+            None => Ok(w),
         }
     };
-    let report = sculpt_nn::train(student, train, config, &loss, &view, &mut |_| {}, None)?;
-    let requantized = crate::quantize::quantize(student, &bits)?;
-    *student = requantized;
-    Ok(report)
+    let mut tuned = student.clone();
+    let report = sculpt_nn::train(&mut tuned, train, config, &loss, &view, on_epoch, None)?;
+    for (name, mask) in &masks {
+        let w = (tuned.param(name)? * mask)?;
+        tuned.params.insert(name.clone(), w);
+    }
+    Ok((crate::quantize::requantize(&tuned)?, report))
+}
+
+fn to_nn(e: crate::CompressError) -> sculpt_nn::NnError {
+    match e {
+        crate::CompressError::Candle(c) => sculpt_nn::NnError::Candle(c),
+        crate::CompressError::Nn(n) => n,
+        other => sculpt_nn::NnError::Config(other.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,30 @@
-//! sculpt-compress owns the compression plan and its application to a graph: structured
-//! pruning of hidden neurons, per-channel weight quantization, fine-tuning by knowledge
-//! distillation, and honest size accounting. Every pass is a function from graph to graph.
-//! It knows nothing about search or storage.
+//! sculpt-compress owns the knob table (one codec from search point to plan to record),
+//! the compression plan and its passes (structured and unstructured pruning, low rank,
+//! batch-norm folding, quantization), fine-tuning by knowledge distillation, and honest
+//! accounting of size, FLOPs and BOPs. Every pass is a function from graph to graph. It
+//! knows nothing about search or storage.
 
 pub mod distill;
 pub mod error;
+pub mod fold;
+pub mod knobs;
+pub mod lowrank;
 pub mod plan;
 pub mod prune;
 pub mod quantize;
 pub mod size;
+pub mod sparsify;
 
-pub use distill::{distill, distillation_loss};
+pub use distill::{distillation_loss, finetune};
 pub use error::{CompressError, Result};
-pub use plan::{apply, CompressionPlan, LayerPlan};
+pub use fold::{fold_batch_norm, foldable_pairs};
+pub use knobs::{knob, Knob, KnobKind, ParamValue, KNOBS};
+pub use lowrank::{factorise, factorise_layer};
+pub use plan::{
+    apply, compress, load_plan, matches_pattern, read_plan, CompressionPlan, DistillPlan,
+    FinetuneSettings, Granularity, Importance, LayerPlan, Pass,
+};
 pub use prune::{prunable_layers, prune, select_neurons};
-pub use quantize::{fake_quantize, quantize, quantize_ste, QuantizedTensor};
-pub use size::{model_size_bytes, tensor_size_bytes};
+pub use quantize::{fake_quantize, quantize, quantize_ste, requantize, QuantizedTensor};
+pub use size::{account, model_size_bytes, param_size_bytes, Accounting};
+pub use sparsify::{masks, nonzeros, sparsify, sparsify_global, sparsify_n_of_m};

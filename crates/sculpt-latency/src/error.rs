@@ -15,6 +15,8 @@ pub enum LatencyError {
     UnknownProfile(String, String),
     #[error(transparent)]
     Nn(#[from] sculpt_nn::NnError),
+    #[error(transparent)]
+    Compress(#[from] sculpt_compress::CompressError),
 }
 
 pub type Result<T> = std::result::Result<T, LatencyError>;

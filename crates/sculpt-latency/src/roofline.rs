@@ -62,16 +62,8 @@ pub fn estimate(
         let (weight_bytes, rate) = match node.op {
             Op::Linear { .. } | Op::Conv2d { .. } => {
                 let weight_name = format!("{}.weight", node.name);
-                let bits = graph
-                    .spec
-                    .weight_bits
-                    .get(&weight_name)
-                    .copied()
-                    .unwrap_or(32);
-                let weight = sculpt_compress::tensor_size_bytes(
-                    graph.param(&weight_name)?,
-                    (bits < 32).then_some(bits),
-                ) as f64;
+                let bits = graph.weight_bits(&weight_name);
+                let weight = sculpt_compress::param_size_bytes(graph, &weight_name)? as f64;
                 let bias = graph
                     .params
                     .get(&format!("{}.bias", node.name))
@@ -142,7 +134,11 @@ mod tests {
     fn quantization_and_pruning_make_it_faster() {
         let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
         let base = estimate(&graph, &profile(), 1).unwrap().total_ms();
-        let bits: BTreeMap<String, u32> = [("fc2.weight".to_string(), 4)].into();
+        let bits: BTreeMap<String, sculpt_nn::WeightQuant> = [(
+            "fc2.weight".to_string(),
+            sculpt_nn::WeightQuant::symmetric_per_channel(4),
+        )]
+        .into();
         let q = sculpt_compress::quantize(&graph, &bits).unwrap();
         let quantized = estimate(&q, &profile(), 1).unwrap().total_ms();
         let p = sculpt_compress::prune(&graph, &[("fc1".to_string(), 0.5)].into()).unwrap();

@@ -135,9 +135,36 @@ pub struct GraphSpec {
     pub nodes: Vec<Node>,
     /// The node whose value is the graph's output (the logits).
     pub output: String,
-    /// Bit width the weights of a parameter are quantized to (absent: 32-bit float).
+    /// How each quantized weight is stored, by parameter name (absent: 32-bit float).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub weight_bits: BTreeMap<String, u32>,
+    pub weight_quant: BTreeMap<String, WeightQuant>,
+    /// Weights pruned without structure: their zeros are a mask that fine-tuning keeps and
+    /// that size accounting stores as a sparse index.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub sparse: std::collections::BTreeSet<String>,
+}
+
+/// The storage of one quantized weight tensor. 16 bits means IEEE half precision (no
+/// scales); 2 to 8 bits are integer codes with one scale per output channel (or one per
+/// tensor), and a zero point per scale when asymmetric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightQuant {
+    pub bits: u32,
+    #[serde(default = "default_true")]
+    pub per_channel: bool,
+    #[serde(default = "default_true")]
+    pub symmetric: bool,
+}
+
+impl WeightQuant {
+    pub fn symmetric_per_channel(bits: u32) -> Self {
+        WeightQuant {
+            bits,
+            per_channel: true,
+            symmetric: true,
+        }
+    }
 }
 
 /// One row of a layer table.
@@ -454,6 +481,26 @@ impl Graph {
             .ok_or_else(|| NnError::Graph(format!("parameter `{name}` is missing")))
     }
 
+    /// Number of nonzero scalar parameters (buffers excluded).
+    pub fn nonzeros(&self) -> Result<usize> {
+        let mut count = 0;
+        for (name, t) in &self.params {
+            if !GraphSpec::is_buffer(name) {
+                count += t
+                    .ne(0f32)?
+                    .to_dtype(DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()? as usize;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Bit width of a weight as stored (32 when it is not quantized).
+    pub fn weight_bits(&self, name: &str) -> u32 {
+        self.spec.weight_quant.get(name).map_or(32, |q| q.bits)
+    }
+
     /// Number of scalar parameters (buffers excluded).
     pub fn num_params(&self) -> usize {
         self.params
@@ -670,7 +717,8 @@ mod tests {
                 },
             ],
             output: "flat".into(),
-            weight_bits: BTreeMap::new(),
+            weight_quant: BTreeMap::new(),
+            sparse: Default::default(),
         };
         let dev = crate::device();
         let params: BTreeMap<String, Tensor> = [

@@ -105,7 +105,8 @@ impl Builder {
             num_classes,
             output: self.last,
             nodes: self.nodes,
-            weight_bits: BTreeMap::new(),
+            weight_quant: BTreeMap::new(),
+            sparse: Default::default(),
         }
     }
 }
@@ -281,7 +282,8 @@ pub fn mlp_spec(
         num_classes,
         nodes,
         output: prev,
-        weight_bits: BTreeMap::new(),
+        weight_quant: BTreeMap::new(),
+        sparse: Default::default(),
     }
 }
 

@@ -11,4 +11,4 @@ pub mod summary;
 pub use error::{ReportError, Result};
 pub use plot::plot_pareto;
 pub use select::{best_under_budget, hypervolume, pareto_indices};
-pub use summary::{render_summary, write_report, Report};
+pub use summary::{configuration, render_summary, write_report, Report};

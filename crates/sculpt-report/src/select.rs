@@ -69,15 +69,18 @@ pub(crate) mod tests {
             state: TrialState::Complete,
             strategy: "nsga2".into(),
             generation: Some(0),
-            temperature: 3.0,
-            alpha: 0.7,
-            prune: [("fc1".to_string(), 0.5)].into(),
-            bits: [("fc1".to_string(), 4)].into(),
+            params: [
+                ("temperature".to_string(), serde_json::json!(3.0)),
+                ("bits_fc1".to_string(), serde_json::json!(4)),
+            ]
+            .into(),
             accuracy: Some(accuracy),
             latency_ms: Some(latency_ms),
             size_bytes: Some(size),
-            params: Some(100),
+            num_params: Some(100),
+            nonzeros: Some(90),
             flops: Some(200),
+            bops: Some(200 * 32 * 32),
             duration_s: 1.0,
             error: None,
         }

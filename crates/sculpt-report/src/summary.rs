@@ -12,24 +12,30 @@ use crate::select::{best_under_budget, hypervolume, pareto_indices};
 /// Everything a report is drawn from.
 pub struct Report<'a> {
     pub campaign: &'a str,
-    pub layers: &'a [String],
+    /// The parameter columns, in order.
+    pub columns: &'a [String],
     pub trials: &'a [TrialRecord],
     pub teacher: &'a TeacherRecord,
     pub budget_ms: Option<f64>,
 }
 
-fn configuration(layers: &[String], t: &TrialRecord) -> (String, String) {
-    let prune = layers
+/// A trial's configuration as `column=value` pairs in column order, floats to two
+/// decimals: `temperature=3.00, alpha=0.70, prune_fc1=0.50, bits_fc1=4`.
+pub fn configuration(columns: &[String], t: &TrialRecord) -> String {
+    columns
         .iter()
-        .map(|l| format!("{:.2}", t.prune.get(l).copied().unwrap_or(0.0)))
+        .filter_map(|c| {
+            let v = t.params.get(c)?;
+            Some(match v {
+                serde_json::Value::Number(n) if !n.is_i64() => {
+                    format!("{c}={:.2}", n.as_f64().unwrap_or(f64::NAN))
+                }
+                serde_json::Value::String(s) => format!("{c}={s}"),
+                other => format!("{c}={other}"),
+            })
+        })
         .collect::<Vec<_>>()
-        .join(" / ");
-    let bits = layers
-        .iter()
-        .map(|l| t.bits.get(l).copied().unwrap_or(32).to_string())
-        .collect::<Vec<_>>()
-        .join(" / ");
-    (prune, bits)
+        .join(", ")
 }
 
 pub fn render_summary(report: &Report) -> String {
@@ -42,7 +48,7 @@ pub fn render_summary(report: &Report) -> String {
         md,
         "{} trials: {} complete, {} failed. Accuracy is measured on the validation split; \
          latency comes from the latency model; size counts every weight at its bit width plus \
-         one f32 scale per output channel, and f32 biases.\n",
+         its scales and zero points, the index of sparse weights, and f32 biases.\n",
         trials.len(),
         complete,
         trials.len() - complete
@@ -72,22 +78,17 @@ pub fn render_summary(report: &Report) -> String {
         let _ = writeln!(md, "## Best under the latency budget of {budget} ms\n");
         match best_under_budget(trials, budget) {
             Some(t) => {
-                let (prune, bits) = configuration(report.layers, t);
                 let _ = writeln!(
                     md,
                     "Trial {}: accuracy {:.2}% ({:+.2} points against the teacher), latency {:.4} ms, \
-                     {} bytes ({:.1}× smaller). T = {:.2}, alpha = {:.2}, prune {} = {}, bits = {}.\n",
+                     {} bytes ({:.1}× smaller). Configuration: {}.\n",
                     t.trial_id,
                     t.accuracy.unwrap_or(0.0) * 100.0,
                     (t.accuracy.unwrap_or(0.0) - teacher.accuracy) * 100.0,
                     t.latency_ms.unwrap_or(0.0),
                     t.size_bytes.unwrap_or(0),
                     teacher.size_bytes as f64 / t.size_bytes.unwrap_or(1).max(1) as f64,
-                    t.temperature,
-                    t.alpha,
-                    report.layers.join("/"),
-                    prune,
-                    bits
+                    configuration(report.columns, t)
                 );
             }
             None => {
@@ -98,23 +99,22 @@ pub fn render_summary(report: &Report) -> String {
     let _ = writeln!(md, "## Pareto front (accuracy against latency)\n");
     let _ = writeln!(
         md,
-        "Layers in order: {}. Prune is the fraction of a layer's neurons removed.\n",
-        report.layers.join(", ")
+        "`prune_<layer>` is the fraction of a layer's channels removed, `sparsity_<layer>` the \
+         fraction of its weights zeroed, `bits_<layer>` its weight bit width.\n"
     );
     let _ = writeln!(
         md,
-        "| trial | accuracy | Δ vs teacher | latency (ms) | speed-up | size (bytes) | smaller | T | alpha | prune | bits |"
+        "| trial | accuracy | Δ vs teacher | latency (ms) | speed-up | size (bytes) | smaller | configuration |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---|");
     for i in pareto_indices(trials) {
         let t = &trials[i];
-        let (prune, bits) = configuration(report.layers, t);
         let accuracy = t.accuracy.unwrap_or(0.0);
         let latency = t.latency_ms.unwrap_or(f64::NAN);
         let size = t.size_bytes.unwrap_or(0);
         let _ = writeln!(
             md,
-            "| {} | {:.2}% | {:+.2} | {:.4} | {:.1}× | {} | {:.1}× | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.2}% | {:+.2} | {:.4} | {:.1}× | {} | {:.1}× | {} |",
             t.trial_id,
             accuracy * 100.0,
             (accuracy - teacher.accuracy) * 100.0,
@@ -122,10 +122,7 @@ pub fn render_summary(report: &Report) -> String {
             teacher.latency_ms / latency,
             size,
             teacher.size_bytes as f64 / size.max(1) as f64,
-            t.temperature,
-            t.alpha,
-            prune,
-            bits
+            configuration(report.columns, t)
         );
     }
     let failed: Vec<&TrialRecord> = trials.iter().filter(|t| !t.is_complete()).collect();
@@ -174,11 +171,11 @@ mod tests {
             trial(2, 0.93, 0.007, 30_000),
             trial(3, 0.20, 0.001, 5_000),
         ];
-        let layers = vec!["fc1".to_string()];
+        let columns = vec!["temperature".to_string(), "bits_fc1".to_string()];
         let teacher = teacher();
         let report = Report {
             campaign: "demo",
-            layers: &layers,
+            columns: &columns,
             trials: &trials,
             teacher: &teacher,
             budget_ms: Some(0.005),
@@ -187,6 +184,7 @@ mod tests {
         assert!(md.contains("| 1 | 96.00% | -1.00 |"), "{md}");
         assert!(!md.contains("| 2 | 93.00%"), "{md}");
         assert!(md.contains("Trial 0: accuracy 90.00%"), "{md}");
+        assert!(md.contains("temperature=3.00, bits_fc1=4 |"), "{md}");
         let dir = tempfile::tempdir().unwrap();
         let (_, svg) = write_report(dir.path(), &report).unwrap();
         let text = std::fs::read_to_string(svg).unwrap();

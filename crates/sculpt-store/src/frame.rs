@@ -1,13 +1,52 @@
 //! The polars frame of a campaign's trials, in the documented column order:
-//! `trial_id, state, strategy, generation, temperature, alpha, prune_<layer>…,
-//! bits_<layer>…, accuracy, latency_ms, size_bytes, params, flops, duration_s, error`.
+//! `trial_id, state, strategy, generation`, then one column per configuration parameter
+//! in the campaign's column order (`temperature, alpha, …, prune_<layer>…, bits_<layer>…`),
+//! then `accuracy, latency_ms, size_bytes, params, nonzeros, flops, bops, duration_s, error`.
 
 use polars::prelude::*;
 
 use crate::error::Result;
 use crate::record::TrialRecord;
 
-pub fn trials_frame(layers: &[String], trials: &[TrialRecord]) -> Result<DataFrame> {
+/// One parameter column, typed by its values: integers when every value is an integer,
+/// floats when every value is a number, text otherwise. Missing values are null.
+fn param_column(name: &str, trials: &[TrialRecord]) -> Column {
+    let values: Vec<Option<&serde_json::Value>> =
+        trials.iter().map(|t| t.params.get(name)).collect();
+    let present = || values.iter().flatten();
+    if present().all(|v| v.is_i64()) {
+        Column::new(
+            name.into(),
+            values
+                .iter()
+                .map(|v| v.and_then(|v| v.as_i64()))
+                .collect::<Vec<_>>(),
+        )
+    } else if present().all(|v| v.is_number()) {
+        Column::new(
+            name.into(),
+            values
+                .iter()
+                .map(|v| v.and_then(|v| v.as_f64()))
+                .collect::<Vec<_>>(),
+        )
+    } else {
+        Column::new(
+            name.into(),
+            values
+                .iter()
+                .map(|v| {
+                    v.map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+pub fn trials_frame(param_columns: &[String], trials: &[TrialRecord]) -> Result<DataFrame> {
     let mut columns: Vec<Column> = vec![
         Column::new(
             "trial_id".into(),
@@ -34,32 +73,9 @@ pub fn trials_frame(layers: &[String], trials: &[TrialRecord]) -> Result<DataFra
                 .map(|t| t.generation)
                 .collect::<Vec<Option<u32>>>(),
         ),
-        Column::new(
-            "temperature".into(),
-            trials.iter().map(|t| t.temperature).collect::<Vec<f64>>(),
-        ),
-        Column::new(
-            "alpha".into(),
-            trials.iter().map(|t| t.alpha).collect::<Vec<f64>>(),
-        ),
     ];
-    for layer in layers {
-        columns.push(Column::new(
-            format!("prune_{layer}").into(),
-            trials
-                .iter()
-                .map(|t| t.prune.get(layer).copied().unwrap_or(0.0))
-                .collect::<Vec<f64>>(),
-        ));
-    }
-    for layer in layers {
-        columns.push(Column::new(
-            format!("bits_{layer}").into(),
-            trials
-                .iter()
-                .map(|t| t.bits.get(layer).copied().unwrap_or(32))
-                .collect::<Vec<u32>>(),
-        ));
+    for column in param_columns {
+        columns.push(param_column(column, trials));
     }
     columns.extend([
         Column::new(
@@ -76,11 +92,19 @@ pub fn trials_frame(layers: &[String], trials: &[TrialRecord]) -> Result<DataFra
         ),
         Column::new(
             "params".into(),
-            trials.iter().map(|t| t.params).collect::<Vec<_>>(),
+            trials.iter().map(|t| t.num_params).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "nonzeros".into(),
+            trials.iter().map(|t| t.nonzeros).collect::<Vec<_>>(),
         ),
         Column::new(
             "flops".into(),
             trials.iter().map(|t| t.flops).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "bops".into(),
+            trials.iter().map(|t| t.bops).collect::<Vec<_>>(),
         ),
         Column::new(
             "duration_s".into(),

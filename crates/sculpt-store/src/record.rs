@@ -21,26 +21,31 @@ impl TrialState {
     }
 }
 
+/// One parameter value of a trial: a number or a named choice. Stored as plain JSON, so
+/// the store needs to know nothing about the knobs that produce them.
+pub type ParamValue = serde_json::Value;
+
 /// One finished trial. Scores are `None` when the trial failed; `error` then says why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrialRecord {
     pub trial_id: u64,
     pub state: TrialState,
     pub strategy: String,
     /// NSGA-II generation (None for strategies without generations).
     pub generation: Option<u32>,
-    pub temperature: f64,
-    pub alpha: f64,
-    /// Prune ratio per layer, in layer order.
-    pub prune: BTreeMap<String, f64>,
-    /// Weight bit width per layer.
-    pub bits: BTreeMap<String, u32>,
+    /// The configuration, keyed by column (`temperature`, `prune_fc1`, `bits_fc1`, …), as
+    /// the knob table names them.
+    pub params: BTreeMap<String, ParamValue>,
     /// Validation accuracy, a fraction between 0 and 1.
     pub accuracy: Option<f64>,
     pub latency_ms: Option<f64>,
     pub size_bytes: Option<u64>,
-    pub params: Option<u64>,
+    /// Scalar parameters of the compressed model (the `params` map is the configuration).
+    pub num_params: Option<u64>,
+    pub nonzeros: Option<u64>,
     pub flops: Option<u64>,
+    pub bops: Option<u64>,
     pub duration_s: f64,
     pub error: Option<String>,
 }
@@ -48,6 +53,19 @@ pub struct TrialRecord {
 impl TrialRecord {
     pub fn is_complete(&self) -> bool {
         self.state == TrialState::Complete
+    }
+
+    /// A numeric parameter, if the trial has it.
+    pub fn param_f64(&self, column: &str) -> Option<f64> {
+        self.params.get(column).and_then(|v| v.as_f64())
+    }
+
+    /// A parameter as text (numbers as written), if the trial has it.
+    pub fn param_text(&self, column: &str) -> Option<String> {
+        self.params.get(column).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
     }
 }
 
@@ -68,6 +86,8 @@ pub struct CampaignMeta {
     pub name: String,
     /// A digest of everything in the campaign that changes what a trial means.
     pub fingerprint: String,
-    /// Layer names, in order: they name the prune_/bits_ columns.
+    /// Layer names, in order.
     pub layers: Vec<String>,
+    /// The parameter columns of the trials, in frame order.
+    pub columns: Vec<String>,
 }

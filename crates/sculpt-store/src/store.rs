@@ -121,7 +121,7 @@ impl Store {
     }
 
     fn write_parquet(&self) -> Result<()> {
-        let mut frame = trials_frame(&self.meta.layers, &self.trials)?;
+        let mut frame = trials_frame(&self.meta.columns, &self.trials)?;
         let path = self.dir.join(PARQUET_FILE);
         let tmp = self.dir.join(format!("{PARQUET_FILE}.tmp"));
         let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
@@ -223,6 +223,16 @@ mod tests {
             name: "t".into(),
             fingerprint: "abc".into(),
             layers: vec!["fc1".into(), "fc2".into()],
+            columns: [
+                "temperature",
+                "importance",
+                "prune_fc1",
+                "prune_fc2",
+                "bits_fc1",
+                "bits_fc2",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 
@@ -232,15 +242,24 @@ mod tests {
             state,
             strategy: "random".into(),
             generation: None,
-            temperature: 4.0,
-            alpha: 0.5,
-            prune: [("fc1".to_string(), 0.25), ("fc2".to_string(), 0.0)].into(),
-            bits: [("fc1".to_string(), 4), ("fc2".to_string(), 8)].into(),
+            params: [
+                ("temperature", serde_json::json!(4.0)),
+                ("importance", serde_json::json!("l2")),
+                ("prune_fc1", serde_json::json!(0.25)),
+                ("prune_fc2", serde_json::json!(0.0)),
+                ("bits_fc1", serde_json::json!(4)),
+                ("bits_fc2", serde_json::json!(8)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
             accuracy: (state == TrialState::Complete).then_some(0.95),
             latency_ms: Some(0.01),
             size_bytes: Some(1000),
-            params: Some(10),
+            num_params: Some(10),
+            nonzeros: Some(8),
             flops: Some(20),
+            bops: Some(640),
             duration_s: 1.5,
             error: (state == TrialState::Failed).then(|| "loss became NaN".to_string()),
         }
@@ -306,7 +325,7 @@ mod tests {
     #[test]
     fn frame_has_documented_columns() {
         let frame = trials_frame(
-            &meta().layers,
+            &meta().columns,
             &[trial(0, TrialState::Complete), trial(1, TrialState::Failed)],
         )
         .unwrap();
@@ -323,7 +342,7 @@ mod tests {
                 "strategy",
                 "generation",
                 "temperature",
-                "alpha",
+                "importance",
                 "prune_fc1",
                 "prune_fc2",
                 "bits_fc1",
@@ -332,12 +351,25 @@ mod tests {
                 "latency_ms",
                 "size_bytes",
                 "params",
+                "nonzeros",
                 "flops",
+                "bops",
                 "duration_s",
                 "error"
             ]
         );
         assert_eq!(frame.height(), 2);
         assert_eq!(frame.column("accuracy").unwrap().null_count(), 1);
+        // Parameter columns take their values' types: ints, floats and text.
+        use polars::prelude::DataType;
+        assert_eq!(frame.column("bits_fc1").unwrap().dtype(), &DataType::Int64);
+        assert_eq!(
+            frame.column("prune_fc1").unwrap().dtype(),
+            &DataType::Float64
+        );
+        assert_eq!(
+            frame.column("importance").unwrap().dtype(),
+            &DataType::String
+        );
     }
 }

@@ -1,0 +1,133 @@
+//! Compression without a campaign: apply one plan file to a trained model (the `compress`
+//! command). The plan is the same one a trial decodes to; the model is compressed, then
+//! fine-tuned by distillation from itself as the teacher, and written with its metrics.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// What `compress` writes to `OUT/metrics.json`. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressMetrics {
+    /// Test-split accuracy of the compressed, fine-tuned model.
+    pub accuracy: f64,
+    pub val_accuracy: f64,
+    /// Test accuracy of the compressed model before fine-tuning.
+    pub accuracy_before_finetune: f64,
+    pub size_bytes: u64,
+    pub params: u64,
+    pub nonzeros: u64,
+    pub flops: u64,
+    pub bops: u64,
+    pub teacher_accuracy: f64,
+    pub teacher_size_bytes: u64,
+    pub teacher_params: u64,
+    pub compression_ratio: f64,
+    /// The passes the plan ran, in order.
+    pub passes: Vec<String>,
+    pub finetune_epochs: usize,
+    pub finetune_seconds: f64,
+}
+
+/// Settings of one `compress` run besides the plan file.
+#[derive(Debug, Clone)]
+pub struct CompressRun<'a> {
+    pub model: &'a Path,
+    pub data: &'a str,
+    pub plan: &'a Path,
+    pub out: &'a Path,
+    pub seed: u64,
+    /// Fine-tuning epochs; overrides the plan file's. Zero skips fine-tuning.
+    pub epochs: Option<usize>,
+}
+
+/// Compresses the model in `run.model` by the plan file, fine-tunes it, and writes the
+/// model directory, `plan.toml` (the resolved plan) and `metrics.json` to `run.out`.
+pub fn compress_model(
+    run: &CompressRun,
+    on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
+) -> Result<CompressMetrics> {
+    let teacher = sculpt_nn::io::load(run.model)?;
+    let splits = sculpt_nn::data::load(run.data, run.seed)?;
+    crate::teacher::check_fits(&teacher.spec, &splits)?;
+    let (plan, settings) = sculpt_compress::load_plan(run.plan, &teacher)?;
+    let mut config = sculpt_nn::TrainConfig {
+        epochs: 10,
+        batch_size: 64,
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        seed: run.seed,
+        ..sculpt_nn::TrainConfig::default()
+    };
+    if let Some(e) = settings.epochs {
+        config.epochs = e;
+    }
+    if let Some(b) = settings.batch_size {
+        config.batch_size = b;
+    }
+    if let Some(l) = settings.learning_rate {
+        config.learning_rate = l;
+    }
+    if let Some(w) = settings.weight_decay {
+        config.weight_decay = w;
+    }
+    if let Some(e) = run.epochs {
+        config.epochs = e;
+    }
+    let passes = plan.passes(&teacher);
+    let compressed = sculpt_compress::compress(&teacher, &plan, Some(&splits.train))?;
+    let accuracy_before_finetune = sculpt_nn::accuracy(&compressed, &splits.test)?;
+    let (student, seconds) = if config.epochs == 0 {
+        (compressed, 0.0)
+    } else {
+        let logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
+        let (student, report) = sculpt_compress::finetune(
+            &compressed,
+            &splits.train,
+            &logits,
+            &plan.distill,
+            &config,
+            on_epoch,
+        )?;
+        (student, report.seconds)
+    };
+    let accounting = sculpt_compress::account(&student)?;
+    let teacher_size = sculpt_compress::model_size_bytes(&teacher)?;
+    let metrics = CompressMetrics {
+        accuracy: sculpt_nn::accuracy(&student, &splits.test)?,
+        val_accuracy: sculpt_nn::accuracy(&student, &splits.val)?,
+        accuracy_before_finetune,
+        size_bytes: accounting.size_bytes,
+        params: accounting.params,
+        nonzeros: accounting.nonzeros,
+        flops: accounting.flops,
+        bops: accounting.bops,
+        teacher_accuracy: sculpt_nn::accuracy(&teacher, &splits.test)?,
+        teacher_size_bytes: teacher_size,
+        teacher_params: teacher.num_params() as u64,
+        compression_ratio: teacher_size as f64 / accounting.size_bytes.max(1) as f64,
+        passes: passes
+            .iter()
+            .map(|p| format!("{p:?}").to_lowercase())
+            .collect(),
+        finetune_epochs: config.epochs,
+        finetune_seconds: seconds,
+    };
+    sculpt_nn::io::save(&student, run.out)?;
+    let plan_text =
+        toml::to_string(&plan).map_err(|e| crate::CampaignError::Invalid(e.to_string()))?;
+    write(run.out, "plan.toml", &plan_text)?;
+    let json = serde_json::to_string_pretty(&metrics)
+        .map_err(|e| crate::CampaignError::Invalid(e.to_string()))?;
+    write(run.out, sculpt_nn::io::METRICS_FILE, &json)?;
+    Ok(metrics)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
+    Ok(sculpt_nn::io::write_atomic(
+        &dir.join(name),
+        text.as_bytes(),
+    )?)
+}
