@@ -112,6 +112,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a campaign trial's compression plan as a plan file, for `sculpt compress`.
+    Plan {
+        /// The campaign file (TOML).
+        campaign: PathBuf,
+        #[arg(long)]
+        trial: u64,
+        /// Campaign directory [default: reports/<campaign name>].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Write the plan here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run (or resume) a compression search campaign.
     Run {
         /// The campaign file (TOML).
@@ -226,6 +239,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             },
             json,
         ),
+        Command::Plan {
+            campaign,
+            trial,
+            dir,
+            out,
+        } => plan(&campaign, trial, dir, out),
         Command::Run { campaign, out } => run(&campaign, out),
         Command::Report { dir, budget_ms } => report(&dir, budget_ms),
         Command::Select {
@@ -411,6 +430,31 @@ fn compress(run: &sculpt_campaign::CompressRun, json: bool) -> anyhow::Result<()
             metrics.bops
         );
         println!("wrote {}", run.out.display());
+    }
+    Ok(())
+}
+
+fn plan(path: &Path, trial: u64, dir: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let campaign = Campaign::load(path)?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
+    let (plan, finetune) = sculpt_campaign::trial_plan(&campaign, &dir, trial)?;
+    // Top-level keys of the plan come first, so the [finetune] table goes last.
+    let text = format!(
+        "# Trial {trial} of campaign `{}` ({}).\n{}\n[finetune]\nepochs = {}\nbatch_size = {}\nlearning_rate = {}\nweight_decay = {}\n",
+        campaign.name,
+        path.display(),
+        toml::to_string(&plan)?,
+        finetune.epochs,
+        finetune.batch_size,
+        finetune.learning_rate,
+        finetune.weight_decay
+    );
+    match out {
+        Some(out) => {
+            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }

@@ -531,3 +531,139 @@ fn weights_that_disagree_with_the_spec_are_named() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn compress_applies_a_plan_and_names_bad_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mlp");
+    let output = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        "--out",
+        model.to_str().unwrap(),
+        "--epochs",
+        "15",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = write(
+        tmp.path(),
+        "plan.toml",
+        r#"
+[distill]
+temperature = 3.0
+alpha = 0.5
+
+[finetune]
+epochs = 3
+
+[layers."fc*"]
+sparsity = 0.8
+bits = 4
+
+[layers.fc1]
+prune = 0.25
+"#,
+    );
+    let out = tmp.path().join("small");
+    let output = sculpt(&[
+        "compress",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics, on_disk);
+    for key in [
+        "accuracy",
+        "val_accuracy",
+        "size_bytes",
+        "params",
+        "nonzeros",
+        "flops",
+        "bops",
+        "teacher_accuracy",
+        "teacher_size_bytes",
+    ] {
+        assert!(metrics[key].is_number(), "{key} missing: {metrics}");
+    }
+    let accuracy = metrics["accuracy"].as_f64().unwrap();
+    assert!((0.8..=1.0).contains(&accuracy), "{metrics}");
+    // fc1 lost a quarter of its 256 neurons: 192 * 64 + 128 * 192 + 10 * 128 weights.
+    let params = metrics["params"].as_u64().unwrap();
+    assert_eq!(params, 192 * 64 + 192 + 128 * 192 + 128 + 10 * 128 + 10);
+    assert!(
+        metrics["nonzeros"].as_u64().unwrap() < params / 4,
+        "{metrics}"
+    );
+    assert!(
+        metrics["size_bytes"].as_u64().unwrap() * 10
+            < metrics["teacher_size_bytes"].as_u64().unwrap(),
+        "{metrics}"
+    );
+    // The written model is the one scored: same test accuracy, zeros and grid intact.
+    let graph = sculpt_nn::io::load(&out).unwrap();
+    let splits = sculpt_nn::data::load("digits", 42).unwrap();
+    assert!((sculpt_nn::accuracy(&graph, &splits.test).unwrap() - accuracy).abs() < 1e-12);
+    assert_eq!(graph.weight_bits("fc1.weight"), 4);
+    assert!(graph.spec.sparse.contains("fc2.weight"));
+    assert!(out.join("plan.toml").is_file());
+
+    for (bad, needle) in [
+        (
+            "[layers.fc9]\nbits = 4\n",
+            "layers.\"fc9\" matches no layer",
+        ),
+        (
+            "[layers.\"conv*\"]\nbits = 4\n",
+            "layers.\"conv*\" matches no layer",
+        ),
+        (
+            "[layers.fc1]\nprune = 1.2\n",
+            "layers.\"fc1\".prune: must lie in [0, 1)",
+        ),
+        (
+            "[layers.fc1]\nbits = 9\n",
+            "layers.\"fc1\".bits: 9 is not allowed",
+        ),
+    ] {
+        let plan = write(tmp.path(), "bad.toml", bad);
+        let output = sculpt(&[
+            "compress",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            "digits",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--out",
+            tmp.path().join("bad").to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(needle) && stderr.contains("bad.toml"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}

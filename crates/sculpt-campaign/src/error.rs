@@ -41,7 +41,11 @@ pub enum CampaignError {
 impl CampaignError {
     /// True for mistakes in the user's input files (the CLI exits with status 2).
     pub fn is_config(&self) -> bool {
-        matches!(self, CampaignError::Config { .. })
+        matches!(
+            self,
+            CampaignError::Config { .. }
+                | CampaignError::Compress(sculpt_compress::CompressError::PlanFile(_))
+        )
     }
 }
 

@@ -57,7 +57,7 @@ pub fn evaluate_teacher(
 
 /// The teacher's architecture, known before any training, so the campaign directory can
 /// be locked and checked first.
-fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<GraphSpec> {
+pub(crate) fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<GraphSpec> {
     let spec = match &campaign.teacher {
         TeacherSource::Weights(dir) => {
             sculpt_nn::io::load_spec(&dir.join(sculpt_nn::io::SPEC_FILE))?

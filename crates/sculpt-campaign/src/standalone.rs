@@ -125,6 +125,37 @@ pub fn compress_model(
     Ok(metrics)
 }
 
+/// The compression plan of trial `trial_id` of `campaign`, whose trials are in `dir`:
+/// its stored parameters encoded into a point and decoded through the campaign's space,
+/// as the trial itself was. Fine-tuning settings are the campaign's.
+pub fn trial_plan(
+    campaign: &crate::Campaign,
+    dir: &Path,
+    trial_id: u64,
+) -> Result<(sculpt_compress::CompressionPlan, sculpt_nn::TrainConfig)> {
+    let (_, trials) = sculpt_store::Store::read(dir)?;
+    let trial = trials
+        .iter()
+        .find(|t| t.trial_id == trial_id)
+        .ok_or_else(|| {
+            crate::CampaignError::Invalid(format!(
+                "{} has no trial {trial_id} (it has {} trials)",
+                dir.display(),
+                trials.len()
+            ))
+        })?;
+    let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
+    let spec = crate::executor::teacher_spec(campaign, &splits)?;
+    let space = crate::space::search_space(campaign, &sculpt_nn::zoo::init(spec, 0)?)?;
+    let point = space.encode(&trial.params).ok_or_else(|| {
+        crate::CampaignError::Invalid(format!(
+            "trial {trial_id}'s parameters do not fit the space of {}",
+            campaign.path.display()
+        ))
+    })?;
+    Ok((space.decode(&point)?, campaign.finetune.clone()))
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     Ok(sculpt_nn::io::write_atomic(
         &dir.join(name),

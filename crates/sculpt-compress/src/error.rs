@@ -10,6 +10,9 @@ pub enum CompressError {
     Layer { layer: String, message: String },
     #[error("invalid compression plan: {0}")]
     Plan(String),
+    /// A mistake in a plan file: the message names the file and the field.
+    #[error("{0}")]
+    PlanFile(String),
 }
 
 pub type Result<T> = std::result::Result<T, CompressError>;

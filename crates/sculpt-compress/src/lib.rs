@@ -24,6 +24,10 @@ pub use plan::{
     apply, compress, load_plan, matches_pattern, read_plan, CompressionPlan, DistillPlan,
     FinetuneSettings, Granularity, Importance, LayerPlan, Pass,
 };
+pub use prune::{
+    channel_scores, dependency_groups, prune_channels, remove_channels, select_channels,
+    taylor_scores, Consumer, ParamSlice, PruneGroup, PruneSettings, Scope,
+};
 pub use prune::{prunable_layers, prune, select_neurons};
 pub use quantize::{fake_quantize, quantize, quantize_ste, requantize, QuantizedTensor};
 pub use size::{account, model_size_bytes, param_size_bytes, Accounting};

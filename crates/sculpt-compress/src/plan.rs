@@ -192,7 +192,7 @@ pub struct PruneOptions {
     pub global: bool,
     /// Channels every pruned group keeps at least.
     pub min_channels: usize,
-    /// Calibration batches for Taylor importance.
+    /// Calibration batches (of 64 training samples) for Taylor importance.
     pub calibration_batches: usize,
 }
 
@@ -369,6 +369,9 @@ impl CompressionPlan {
     }
 }
 
+/// Samples per calibration batch of Taylor importance.
+const TAYLOR_BATCH_SIZE: usize = 64;
+
 /// Runs one pass of `plan` on `graph`. `calibration` is data for passes that need it
 /// (Taylor importance).
 pub fn run_pass(
@@ -377,7 +380,6 @@ pub fn run_pass(
     plan: &CompressionPlan,
     calibration: Option<&Dataset>,
 ) -> Result<Graph> {
-    let _ = calibration;
     match pass {
         Pass::Prune => {
             let ratios: BTreeMap<String, f64> = plan
@@ -386,7 +388,33 @@ pub fn run_pass(
                 .filter(|(_, l)| l.prune > 0.0)
                 .map(|(k, l)| (k.clone(), l.prune))
                 .collect();
-            crate::prune::prune(graph, &ratios)
+            let taylor = if plan.prune.importance == Importance::Taylor {
+                let data = calibration.ok_or_else(|| {
+                    CompressError::Plan("Taylor importance needs calibration data".into())
+                })?;
+                Some(crate::prune::taylor_scores(
+                    graph,
+                    data,
+                    plan.prune.calibration_batches,
+                    TAYLOR_BATCH_SIZE,
+                )?)
+            } else {
+                None
+            };
+            crate::prune::prune_channels(
+                graph,
+                &crate::prune::PruneSettings {
+                    ratios,
+                    importance: plan.prune.importance,
+                    scope: if plan.prune.global {
+                        crate::prune::Scope::Global { ratio: None }
+                    } else {
+                        crate::prune::Scope::Local
+                    },
+                    min_channels: plan.prune.min_channels,
+                    taylor: taylor.as_ref(),
+                },
+            )
         }
         Pass::Factorise => {
             let fractions: BTreeMap<String, f64> = plan
@@ -540,7 +568,7 @@ pub fn matches_pattern(pattern: &str, name: &str) -> bool {
 }
 
 fn plan_error(path: &Path, message: impl std::fmt::Display) -> CompressError {
-    CompressError::Plan(format!("{}: {message}", path.display()))
+    CompressError::PlanFile(format!("{}: {message}", path.display()))
 }
 
 /// Reads a plan file against `graph`. Layer keys may be patterns; a layer takes the
@@ -563,7 +591,7 @@ pub fn read_plan(
                 format!("{line}:{column}: ")
             })
             .unwrap_or_default();
-        CompressError::Plan(format!("{}:{at}{}", path.display(), e.message().trim()))
+        CompressError::PlanFile(format!("{}:{at}{}", path.display(), e.message().trim()))
     })?;
     let layers = graph.spec.weight_layers();
     let mut patterns: Vec<(&String, &toml::Table)> = raw.layers.iter().collect();
@@ -773,6 +801,41 @@ granularity = "2:4"
         assert_eq!(c.forward(&x).unwrap().dims(), &[2, 10]);
         let a = crate::size::account(&c).unwrap();
         assert!(a.size_bytes < crate::size::model_size_bytes(&g).unwrap() / 3);
+    }
+
+    #[test]
+    fn half_the_channels_of_every_residual_group_go_by_each_criterion() {
+        let g = sculpt_nn::zoo::build("resnet-8", &[1, 16, 16], 10, 3).unwrap();
+        let data = sculpt_nn::Dataset {
+            x: Tensor::randn(0f32, 1.0, (128, 1, 16, 16), &sculpt_nn::device()).unwrap(),
+            y: Tensor::from_vec(
+                (0..128u32).map(|i| i % 10).collect::<Vec<_>>(),
+                128,
+                &sculpt_nn::device(),
+            )
+            .unwrap(),
+            num_classes: 10,
+        };
+        for importance in ["l1", "l2", "bn_gamma", "taylor"] {
+            for global in [false, true] {
+                let text = format!(
+                    "[prune]\nimportance = \"{importance}\"\nglobal = {global}\ncalibration_batches = 2\n\
+                     [layers.\"*\"]\nprune = 0.5\n"
+                );
+                let (plan, _) = read_plan(&text, Path::new("p.toml"), &g).unwrap();
+                let c = compress(&g, &plan, Some(&data)).unwrap();
+                // Half the channels are gone in all (local) or in total (global).
+                let a = crate::size::account(&c).unwrap();
+                assert!(
+                    a.params < g.num_params() as u64 * 45 / 100,
+                    "{importance} global={global}: {} of {}",
+                    a.params,
+                    g.num_params()
+                );
+                let x = data.x.narrow(0, 0, 4).unwrap();
+                assert_eq!(c.forward(&x).unwrap().dims(), &[4, 10]);
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Size and cost accounting, counted honestly. A quantized weight costs its bit width per
 //! stored value, packed, plus an f32 scale per output channel (or per tensor) and, when
 //! asymmetric, a zero point of the code's width per scale; half precision costs 2 bytes per
-//! value. A sparse weight stores only its nonzeros plus an index: a bitmap or CSR,
-//! whichever is smaller. Every other tensor costs 4 bytes per element. No entropy coding
-//! is assumed. BOPs are FLOPs times weight bits times activation bits, over the layers
+//! value. A sparse weight stores only its nonzeros plus an index, in whichever of three
+//! formats is smallest for it: a bitmap, CSR, or Deep Compression's relative index (each
+//! nonzero carries the gap since the previous one in `b` bits, with a padding zero
+//! inserted when a gap does not fit; `b` from 2 to 8, the best for the tensor). Every other
+//! tensor costs 4 bytes per element. No entropy coding is assumed. BOPs are FLOPs times weight bits times activation bits, over the layers
 //! that hold weights.
 
 use candle_core::{DType, Tensor};
@@ -28,6 +30,44 @@ pub fn sparse_index_bytes(rows: u64, cols: u64, nonzeros: u64) -> u64 {
     bitmap.min(csr)
 }
 
+/// Bytes of the values and index of a sparse tensor stored with a relative index of
+/// `index_bits`-bit gaps: every entry holds a gap and a value, and a gap longer than
+/// `2^index_bits` takes padding entries (a zero value that jumps the maximum gap).
+/// `gaps` are the distances between consecutive nonzeros in row-major order, the first
+/// counted from position -1, so every gap is at least 1.
+pub fn relative_index_bytes(gaps: &[u64], index_bits: u32, value_bits: u32) -> u64 {
+    let span = 1u64 << index_bits;
+    let entries: u64 = gaps.iter().map(|g| g.div_ceil(span)).sum();
+    (entries * (index_bits + value_bits) as u64).div_ceil(8)
+}
+
+/// The gaps between consecutive nonzeros of `t` in row-major order.
+pub fn nonzero_gaps(t: &Tensor) -> Result<Vec<u64>> {
+    let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    let mut gaps = Vec::new();
+    let mut last: i64 = -1;
+    for (i, v) in values.iter().enumerate() {
+        if *v != 0.0 {
+            gaps.push((i as i64 - last) as u64);
+            last = i as i64;
+        }
+    }
+    Ok(gaps)
+}
+
+/// Bytes of the values and index of a sparse tensor of `shape` whose nonzeros have `gaps`:
+/// the smallest of a bitmap, CSR, or a relative index of 2 to 8 bits.
+pub fn sparse_values_and_index_bytes(shape: &[usize], gaps: &[u64], value_bits: u32) -> u64 {
+    let count = shape.iter().product::<usize>() as u64;
+    let rows = shape.first().copied().unwrap_or(1).max(1) as u64;
+    let nonzeros = gaps.len() as u64;
+    let values = (nonzeros * value_bits as u64).div_ceil(8);
+    let indexed = values + sparse_index_bytes(rows, count / rows, nonzeros);
+    (2..=8)
+        .map(|b| relative_index_bytes(gaps, b, value_bits))
+        .fold(indexed, u64::min)
+}
+
 /// Bytes to store a tensor of `shape` with `nonzeros` nonzero values under `scheme`
 /// (None: f32), densely or (`sparse`) as nonzeros plus an index.
 pub fn stored_bytes(
@@ -45,19 +85,7 @@ pub fn stored_bytes(
         (count, 0)
     };
     let codes = (values * value_bits).div_ceil(8);
-    let side = match scheme {
-        Some(q) if q.bits <= 8 => {
-            let groups = if q.per_channel { rows } else { 1 };
-            let zero_points = if q.symmetric {
-                0
-            } else {
-                groups * (q.bits as u64).div_ceil(8)
-            };
-            4 * groups + zero_points
-        }
-        _ => 0,
-    };
-    codes + index + side
+    codes + index + side_bytes(shape, scheme)
 }
 
 fn count_nonzeros(t: &Tensor) -> Result<u64> {
@@ -70,18 +98,30 @@ fn count_nonzeros(t: &Tensor) -> Result<u64> {
 /// Bytes to store the named parameter of `graph` as its spec says.
 pub fn param_size_bytes(graph: &Graph, name: &str) -> Result<u64> {
     let t = graph.param(name)?;
-    let sparse = graph.spec.sparse.contains(name);
-    let nonzeros = if sparse {
-        count_nonzeros(t)?
-    } else {
-        t.elem_count() as u64
-    };
-    Ok(stored_bytes(
-        t.dims(),
-        nonzeros,
-        graph.spec.weight_quant.get(name),
-        sparse,
-    ))
+    let scheme = graph.spec.weight_quant.get(name);
+    if !graph.spec.sparse.contains(name) {
+        return Ok(stored_bytes(t.dims(), t.elem_count() as u64, scheme, false));
+    }
+    let gaps = nonzero_gaps(t)?;
+    let value_bits = scheme.map_or(32, |q| q.bits.min(32));
+    Ok(sparse_values_and_index_bytes(t.dims(), &gaps, value_bits) + side_bytes(t.dims(), scheme))
+}
+
+/// Bytes of the scales and zero points of a quantized tensor.
+fn side_bytes(shape: &[usize], scheme: Option<&WeightQuant>) -> u64 {
+    let rows = shape.first().copied().unwrap_or(1).max(1) as u64;
+    match scheme {
+        Some(q) if q.bits <= 8 => {
+            let groups = if q.per_channel { rows } else { 1 };
+            let zero_points = if q.symmetric {
+                0
+            } else {
+                groups * (q.bits as u64).div_ceil(8)
+            };
+            4 * groups + zero_points
+        }
+        _ => 0,
+    }
 }
 
 /// Bytes to store every parameter and buffer of `graph` as its spec says.
@@ -188,6 +228,34 @@ mod tests {
     }
 
     #[test]
+    fn relative_index_counts_padding_entries() {
+        // Nonzeros at 0, 1 and 40 of a row of 64: gaps 1, 1, 39.
+        let mut v = vec![0f32; 64];
+        v[0] = 1.0;
+        v[1] = -2.0;
+        v[40] = 0.5;
+        let t = Tensor::from_vec(v, (1, 64), &sculpt_nn::device()).unwrap();
+        let gaps = nonzero_gaps(&t).unwrap();
+        assert_eq!(gaps, vec![1, 1, 39]);
+        // 3-bit gaps span 8: 39 needs ceil(39 / 8) = 5 entries, 7 in all, 7 * (3 + 6) bits.
+        assert_eq!(relative_index_bytes(&gaps, 3, 6), (7u64 * 9).div_ceil(8));
+        // 8-bit gaps: 3 entries of 14 bits.
+        assert_eq!(relative_index_bytes(&gaps, 8, 6), (3u64 * 14).div_ceil(8));
+        // The bitmap (8 bytes + 3 values) is beaten by the best relative index: 6-bit gaps,
+        // 3 entries of 12 bits, 5 bytes.
+        let best = sparse_values_and_index_bytes(&[1, 64], &gaps, 6);
+        assert_eq!(
+            best,
+            (2..=8)
+                .map(|b| relative_index_bytes(&gaps, b, 6))
+                .min()
+                .unwrap()
+                .min(8 + 3)
+        );
+        assert_eq!(best, 5);
+    }
+
+    #[test]
     fn accounting_counts_nonzeros_and_bops() {
         let mut graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
         let w = graph.params["fc1.weight"].clone();
@@ -238,8 +306,18 @@ mod tests {
             a.bops,
             (fc1 * 32 * 32 + fc2 * 4 * 32 + fc3 * 32 * 32) as u64
         );
-        // fc1 as sparse: 8192 f32 nonzeros (bitmap 2048 bytes beats CSR 1028 + 8192).
-        let fc1_bytes = 4 * 8192 + 2048;
-        assert_eq!(param_size_bytes(&q, "fc1.weight").unwrap(), fc1_bytes);
+        // fc1 as sparse: 8192 f32 nonzeros, all in the second half. The bitmap costs 2048
+        // bytes (CSR 1028 + 8192); a relative index of 2-bit gaps needs one entry per
+        // nonzero plus 2048 padding entries to jump the zero half: 10240 * 34 bits.
+        let values = 4 * 8192;
+        let relative = (10_240 * 34) / 8;
+        assert_eq!(
+            relative_index_bytes(&nonzero_gaps(&q.params["fc1.weight"]).unwrap(), 2, 32),
+            relative
+        );
+        assert_eq!(
+            param_size_bytes(&q, "fc1.weight").unwrap(),
+            (values + 2048).min(relative)
+        );
     }
 }
