@@ -8,6 +8,7 @@
 use sculpt_nn::Graph;
 use serde::{Deserialize, Serialize};
 
+use crate::activations::Calibration;
 use crate::plan::{CompressionPlan, Granularity, Importance, LayerPlan};
 
 /// One parameter value: a number or a named choice.
@@ -86,6 +87,9 @@ impl std::fmt::Debug for Knob {
 
 /// The bit widths a weight can have: integer codes of 2 to 8 bits, half precision, float.
 pub const BIT_WIDTHS: &[i64] = &[2, 3, 4, 5, 6, 7, 8, 16, 32];
+
+/// The bit widths an activation can have: integer codes of 2 to 8 bits, or float.
+pub const ACT_BIT_WIDTHS: &[i64] = &[2, 3, 4, 5, 6, 7, 8, 32];
 
 impl Knob {
     /// The column (and search dimension) name of this knob at `layer`.
@@ -238,6 +242,15 @@ pub static KNOBS: &[Knob] = &[
         get: |p, _| ParamValue::Text(p.prune.importance.name().to_string()),
     },
     Knob {
+        name: "calibration",
+        per_layer: false,
+        kind: KnobKind::Text(Calibration::NAMES),
+        help: "how activation ranges are calibrated: minmax, percentile or entropy",
+        layers: no_layers,
+        set: |p, _, v| p.activations.calibration = Calibration::parse(&text(v)).unwrap_or_default(),
+        get: |p, _| ParamValue::Text(p.activations.calibration.name().to_string()),
+    },
+    Knob {
         name: "prune",
         per_layer: true,
         kind: KnobKind::Float {
@@ -296,6 +309,15 @@ pub static KNOBS: &[Knob] = &[
         layers: weight_layers,
         set: |p, l, v| layer(p, l).bits = float(v) as u32,
         get: |p, l| ParamValue::Int(read(p, l).bits as i64),
+    },
+    Knob {
+        name: "act_bits",
+        per_layer: true,
+        kind: KnobKind::Int(ACT_BIT_WIDTHS),
+        help: "bit width of the layer's input activations: 2 to 8 (static, calibrated) or 32",
+        layers: weight_layers,
+        set: |p, l, v| layer(p, l).act_bits = float(v) as u32,
+        get: |p, l| ParamValue::Int(read(p, l).act_bits as i64),
     },
     Knob {
         name: "quant_granularity",

@@ -4,6 +4,7 @@
 //! accounting of size, FLOPs and BOPs. Every pass is a function from graph to graph. It
 //! knows nothing about search or storage.
 
+pub mod activations;
 pub mod distill;
 pub mod error;
 pub mod fold;
@@ -15,6 +16,7 @@ pub mod quantize;
 pub mod size;
 pub mod sparsify;
 
+pub use activations::{quantize_activations, ActivationOptions, Calibration};
 pub use distill::{distillation_loss, finetune};
 pub use error::{CompressError, Result};
 pub use fold::{fold_batch_norm, foldable_pairs};

@@ -13,6 +13,7 @@ use candle_core::Tensor;
 use sculpt_nn::{Dataset, Graph, TrainConfig, TrainReport, WeightQuant};
 use serde::{Deserialize, Serialize};
 
+use crate::activations::ActivationOptions;
 use crate::error::{CompressError, Result};
 use crate::knobs::{ParamValue, KNOBS};
 
@@ -125,6 +126,8 @@ pub struct LayerPlan {
     pub per_channel: bool,
     /// Symmetric codes (true) or asymmetric with a zero point.
     pub symmetric: bool,
+    /// Bit width of the layer's input activations (static, calibrated); 32 is float.
+    pub act_bits: u32,
 }
 
 impl Default for LayerPlan {
@@ -137,6 +140,7 @@ impl Default for LayerPlan {
             bits: 32,
             per_channel: true,
             symmetric: true,
+            act_bits: 32,
         }
     }
 }
@@ -225,6 +229,8 @@ pub struct CompressionPlan {
     pub prune: PruneOptions,
     #[serde(default)]
     pub sparsify: SparsifyOptions,
+    #[serde(default)]
+    pub activations: ActivationOptions,
     /// Fold each batch norm into the convolution before it, before quantization.
     #[serde(default = "default_true")]
     pub fold_batch_norm: bool,
@@ -243,6 +249,7 @@ impl Default for CompressionPlan {
             distill: DistillPlan::default(),
             prune: PruneOptions::default(),
             sparsify: SparsifyOptions::default(),
+            activations: ActivationOptions::default(),
             fold_batch_norm: true,
             layers: BTreeMap::new(),
         }
@@ -262,6 +269,8 @@ pub enum Pass {
     Fold,
     /// Weight quantization.
     Quantize,
+    /// Static activation quantization, calibrated on training batches.
+    QuantizeActivations,
 }
 
 impl CompressionPlan {
@@ -334,11 +343,15 @@ impl CompressionPlan {
             .nodes
             .iter()
             .any(|n| matches!(n.op, sculpt_nn::Op::BatchNorm2d { .. }));
-        if self.fold_batch_norm && has_bn && any(&|l| l.bits < 32) {
+        let quantized = any(&|l| l.bits < 32 || l.act_bits < 32);
+        if self.fold_batch_norm && has_bn && quantized {
             passes.push(Pass::Fold);
         }
         if any(&|l| l.bits < 32) {
             passes.push(Pass::Quantize);
+        }
+        if any(&|l| l.act_bits < 32) {
+            passes.push(Pass::QuantizeActivations);
         }
         passes
     }
@@ -475,6 +488,23 @@ pub fn run_pass(
             }
             crate::quantize::quantize(graph, &schemes)
         }
+        Pass::QuantizeActivations => {
+            let data = calibration.ok_or_else(|| {
+                CompressError::Plan("activation quantization needs calibration data".into())
+            })?;
+            let mut bits: BTreeMap<String, u32> = BTreeMap::new();
+            for (layer, l) in plan.layers.iter().filter(|(_, l)| l.act_bits < 32) {
+                // A factorised layer's input is its first factor's.
+                let first = crate::lowrank::first_factor_name(layer);
+                let target = if graph.spec.node(&first).is_some() {
+                    first
+                } else {
+                    layer.clone()
+                };
+                bits.insert(target, l.act_bits);
+            }
+            crate::activations::quantize_activations(graph, &bits, data, &plan.activations)
+        }
     }
 }
 
@@ -534,6 +564,8 @@ struct PlanFile {
     prune: PruneOptions,
     #[serde(default)]
     sparsify: SparsifyOptions,
+    #[serde(default)]
+    activations: ActivationOptions,
     #[serde(default = "default_true")]
     fold_batch_norm: bool,
     #[serde(default)]
@@ -600,6 +632,7 @@ pub fn read_plan(
         distill: raw.distill,
         prune: raw.prune,
         sparsify: raw.sparsify,
+        activations: raw.activations,
         fold_batch_norm: raw.fold_batch_norm,
         layers: BTreeMap::new(),
     };

@@ -124,13 +124,15 @@ fn side_bytes(shape: &[usize], scheme: Option<&WeightQuant>) -> u64 {
     }
 }
 
-/// Bytes to store every parameter and buffer of `graph` as its spec says.
+/// Bytes to store every parameter and buffer of `graph` as its spec says, plus each
+/// activation quantizer's f32 scale and one-byte zero point.
 pub fn model_size_bytes(graph: &Graph) -> Result<u64> {
-    graph
+    let params: u64 = graph
         .params
         .keys()
         .map(|name| param_size_bytes(graph, name))
-        .sum()
+        .sum::<Result<u64>>()?;
+    Ok(params + 5 * graph.spec.act_quant.len() as u64)
 }
 
 /// The costs of a graph, known from its structure and weights alone.
@@ -147,8 +149,8 @@ pub struct Accounting {
     pub bops: u64,
 }
 
-/// Accounts `graph`: parameters, nonzeros, bytes, FLOPs and BOPs. Activations are f32
-/// (32 bits) in the BOPs, since activations are not quantized.
+/// Accounts `graph`: parameters, nonzeros, bytes, FLOPs and BOPs. A layer's activation
+/// bits are those of its input quantizer, 32 without one.
 pub fn account(graph: &Graph) -> Result<Accounting> {
     let rows = graph.spec.summarize()?;
     let mut nonzeros = 0;
@@ -161,7 +163,10 @@ pub fn account(graph: &Graph) -> Result<Accounting> {
     let bops = rows
         .iter()
         .filter(|r| weight_layers.contains(&r.name))
-        .map(|r| r.flops * graph.weight_bits(&format!("{}.weight", r.name)) as u64 * 32)
+        .map(|r| {
+            let act_bits = graph.spec.act_quant.get(&r.name).map_or(32, |q| q.bits);
+            r.flops * graph.weight_bits(&format!("{}.weight", r.name)) as u64 * act_bits as u64
+        })
         .sum();
     Ok(Accounting {
         params: graph.num_params() as u64,

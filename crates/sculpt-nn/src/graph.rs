@@ -142,6 +142,45 @@ pub struct GraphSpec {
     /// that size accounting stores as a sparse index.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub sparse: std::collections::BTreeSet<String>,
+    /// Static quantization of the input activations of a layer, by layer (node) name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub act_quant: BTreeMap<String, ActQuant>,
+}
+
+/// Static quantization of a layer's input activations: the range was fixed by calibration,
+/// so inference needs no statistics. Unsigned codes `[0, 2^bits - 1]` with a zero point
+/// when the activations are never negative (after a ReLU), signed symmetric codes
+/// `[-(2^(bits-1) - 1), 2^(bits-1) - 1]` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActQuant {
+    pub bits: u32,
+    pub scale: f32,
+    #[serde(default)]
+    pub zero_point: i32,
+    pub signed: bool,
+}
+
+impl ActQuant {
+    /// The smallest and largest code.
+    pub fn code_range(&self) -> (f64, f64) {
+        if self.signed {
+            let m = ((1u64 << (self.bits - 1)) - 1) as f64;
+            (-m, m)
+        } else {
+            (0.0, ((1u64 << self.bits) - 1) as f64)
+        }
+    }
+
+    /// Fake-quantizes `x`; gradients pass straight through (the STE), so quantization-aware
+    /// training sees the quantized value in the forward pass only.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (low, high) = self.code_range();
+        let zero = self.zero_point as f64;
+        let q = ((x.detach() / self.scale as f64)?.round()? + zero)?.clamp(low, high)?;
+        let q = ((q - zero)? * self.scale as f64)?;
+        Ok((x + (q - x.detach())?)?)
+    }
 }
 
 /// The storage of one quantized weight tensor. 16 bits means IEEE half precision (no
@@ -446,6 +485,10 @@ pub struct ForwardContext {
     pub rng: Option<rand::rngs::StdRng>,
     /// Running-statistics updates computed in a training pass, to be stored by the caller.
     pub buffer_updates: Vec<(String, Tensor)>,
+    /// Nodes (or `input`) whose values the pass keeps in `captured`, for feature
+    /// distillation and calibration.
+    pub capture: std::collections::BTreeSet<String>,
+    pub captured: BTreeMap<String, Tensor>,
 }
 
 impl ForwardContext {
@@ -454,16 +497,24 @@ impl ForwardContext {
             train: false,
             rng: None,
             buffer_updates: Vec::new(),
+            capture: Default::default(),
+            captured: BTreeMap::new(),
         }
     }
 
     pub fn train(seed: u64) -> Self {
         use rand::SeedableRng;
         ForwardContext {
-            train: true,
             rng: Some(rand::rngs::StdRng::seed_from_u64(seed)),
-            buffer_updates: Vec::new(),
+            train: true,
+            ..Self::eval()
         }
+    }
+
+    /// Also keeps the values of `nodes`.
+    pub fn capturing(mut self, nodes: impl IntoIterator<Item = String>) -> Self {
+        self.capture.extend(nodes);
+        self
     }
 }
 
@@ -539,13 +590,23 @@ impl Graph {
     ) -> Result<Tensor> {
         let mut values: BTreeMap<&str, Tensor> = BTreeMap::new();
         values.insert(INPUT, x.clone());
+        if ctx.capture.contains(INPUT) {
+            ctx.captured.insert(INPUT.to_string(), x.clone());
+        }
         for node in &self.spec.nodes {
             let get = |i: usize| -> Result<&Tensor> {
                 values.get(node.inputs[i].as_str()).ok_or_else(|| {
                     NnError::Graph(format!("node `{}` has no input value", node.name))
                 })
             };
-            let input = get(0)?;
+            let quantized_input;
+            let input = match self.spec.act_quant.get(&node.name) {
+                Some(q) => {
+                    quantized_input = q.apply(get(0)?)?;
+                    &quantized_input
+                }
+                None => get(0)?,
+            };
             let p = |suffix: &str| param(&format!("{}.{suffix}", node.name));
             let out = match &node.op {
                 Op::Linear { bias, .. } => {
@@ -642,6 +703,9 @@ impl Graph {
                     _ => input.clone(),
                 },
             };
+            if ctx.capture.contains(&node.name) {
+                ctx.captured.insert(node.name.clone(), out.clone());
+            }
             values.insert(node.name.as_str(), out);
         }
         values.remove(self.spec.output.as_str()).ok_or_else(|| {
@@ -719,6 +783,7 @@ mod tests {
             output: "flat".into(),
             weight_quant: BTreeMap::new(),
             sparse: Default::default(),
+            act_quant: BTreeMap::new(),
         };
         let dev = crate::device();
         let params: BTreeMap<String, Tensor> = [

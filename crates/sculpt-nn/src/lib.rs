@@ -16,7 +16,7 @@ pub mod zoo;
 
 pub use data::{Dataset, Splits};
 pub use error::{NnError, Result};
-pub use graph::{ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
+pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
 pub use train::{accuracy, predict_logits, train, EpochStats, TrainConfig, TrainReport};
 
 /// The device every tensor lives on. The GPU is an optional later feature.

@@ -107,6 +107,7 @@ impl Builder {
             nodes: self.nodes,
             weight_quant: BTreeMap::new(),
             sparse: Default::default(),
+            act_quant: BTreeMap::new(),
         }
     }
 }
@@ -284,6 +285,7 @@ pub fn mlp_spec(
         output: prev,
         weight_quant: BTreeMap::new(),
         sparse: Default::default(),
+        act_quant: BTreeMap::new(),
     }
 }
 
