@@ -188,20 +188,21 @@ impl Evaluator<'_> {
         // The structure, and so the size and the predicted latency, are known here,
         // before any fine-tuning.
         let compressed = sculpt_compress::compress(self.teacher, plan, Some(&self.splits.train))?;
-        let accounting = sculpt_compress::account(&compressed)?;
         let latency = sculpt_latency::estimate(
             &compressed,
             &self.campaign.profile,
             self.campaign.latency_batch_size,
         )?;
-        let (student, _) = sculpt_compress::finetune(
-            &compressed,
+        let (student, _) = sculpt_compress::compress_and_finetune(
+            self.teacher,
+            plan,
             &self.splits.train,
             self.teacher_logits,
-            &plan.distill,
             &finetune,
             &mut |_| {},
         )?;
+        // Size and nonzeros of what fine-tuning produced (quantization can add zeros).
+        let accounting = sculpt_compress::account(&student)?;
         Ok(Scores {
             accuracy: sculpt_nn::accuracy(&student, &self.splits.val)?,
             latency_ms: latency.total_ms(),

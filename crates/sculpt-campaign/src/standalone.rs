@@ -83,11 +83,11 @@ pub fn compress_model(
         (compressed, 0.0)
     } else {
         let logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
-        let (student, report) = sculpt_compress::finetune(
-            &compressed,
+        let (student, report) = sculpt_compress::compress_and_finetune(
+            &teacher,
+            &plan,
             &splits.train,
             &logits,
-            &plan.distill,
             &config,
             on_epoch,
         )?;

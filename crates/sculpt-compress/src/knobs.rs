@@ -9,7 +9,7 @@ use sculpt_nn::Graph;
 use serde::{Deserialize, Serialize};
 
 use crate::activations::Calibration;
-use crate::plan::{CompressionPlan, Granularity, Importance, LayerPlan};
+use crate::plan::{CompressionPlan, DistillKind, Granularity, Importance, LayerPlan};
 
 /// One parameter value: a number or a named choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +231,29 @@ pub static KNOBS: &[Knob] = &[
         layers: no_layers,
         set: |p, _, v| p.distill.alpha = float(v),
         get: |p, _| ParamValue::Float(p.distill.alpha),
+    },
+    Knob {
+        name: "distill",
+        per_layer: false,
+        kind: KnobKind::Text(DistillKind::NAMES),
+        help: "what the student learns: response (logits), feature (intermediate layers) or both",
+        layers: no_layers,
+        set: |p, _, v| p.distill.kind = DistillKind::parse(&text(v)).unwrap_or_default(),
+        get: |p, _| ParamValue::Text(p.distill.kind.name().to_string()),
+    },
+    Knob {
+        name: "feature_weight",
+        per_layer: false,
+        kind: KnobKind::Float {
+            low: 0.0,
+            high: 100.0,
+            low_open: false,
+            high_open: false,
+        },
+        help: "weight of the feature-matching term of feature distillation",
+        layers: no_layers,
+        set: |p, _, v| p.distill.feature_weight = float(v),
+        get: |p, _| ParamValue::Float(p.distill.feature_weight),
     },
     Knob {
         name: "importance",

@@ -17,14 +17,14 @@ pub mod size;
 pub mod sparsify;
 
 pub use activations::{quantize_activations, ActivationOptions, Calibration};
-pub use distill::{distillation_loss, finetune};
+pub use distill::{compress_and_finetune, distillation_loss, finetune};
 pub use error::{CompressError, Result};
 pub use fold::{fold_batch_norm, foldable_pairs};
 pub use knobs::{knob, Knob, KnobKind, ParamValue, KNOBS};
 pub use lowrank::{factorise, factorise_layer};
 pub use plan::{
-    apply, compress, load_plan, matches_pattern, read_plan, CompressionPlan, DistillPlan,
-    FinetuneSettings, Granularity, Importance, LayerPlan, Pass,
+    apply, compress, load_plan, matches_pattern, read_plan, CompressionPlan, DistillKind,
+    DistillPlan, FinetuneSettings, Granularity, Importance, LayerPlan, Pass, SparsitySchedule,
 };
 pub use prune::{
     channel_scores, dependency_groups, prune_channels, remove_channels, select_channels,

@@ -167,6 +167,43 @@ impl LayerPlan {
     }
 }
 
+/// What the student learns from the teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistillKind {
+    /// Hinton's response loss on the logits (with weight alpha; the rest on the labels).
+    #[default]
+    Response,
+    /// Cross-entropy on the labels plus feature matching of intermediate layers.
+    Feature,
+    /// The response loss plus feature matching.
+    Both,
+}
+
+impl DistillKind {
+    pub const NAMES: &'static [&'static str] = &["response", "feature", "both"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            DistillKind::Response => "response",
+            DistillKind::Feature => "feature",
+            DistillKind::Both => "both",
+        }
+    }
+
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "response" => Ok(DistillKind::Response),
+            "feature" => Ok(DistillKind::Feature),
+            "both" => Ok(DistillKind::Both),
+            other => Err(format!(
+                "unknown distillation \"{other}\" (use one of {})",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
 /// Distillation settings of the fine-tuning step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -175,6 +212,12 @@ pub struct DistillPlan {
     pub temperature: f64,
     /// Weight of the soft-target term, in [0, 1]; 0 is plain fine-tuning on the labels.
     pub alpha: f64,
+    pub kind: DistillKind,
+    /// Layers whose outputs feature distillation matches (empty: the last two hidden
+    /// weight layers).
+    pub feature_layers: Vec<String>,
+    /// Weight of the feature term.
+    pub feature_weight: f64,
 }
 
 impl Default for DistillPlan {
@@ -182,6 +225,9 @@ impl Default for DistillPlan {
         DistillPlan {
             temperature: 4.0,
             alpha: 0.7,
+            kind: DistillKind::Response,
+            feature_layers: Vec::new(),
+            feature_weight: 1.0,
         }
     }
 }
@@ -211,13 +257,42 @@ impl Default for PruneOptions {
     }
 }
 
+/// How unstructured sparsity is reached during fine-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SparsitySchedule {
+    /// Prune to the target at once, then fine-tune.
+    #[default]
+    OneShot,
+    /// Prune and fine-tune in cycles, the sparsity rising linearly to the target.
+    Iterative,
+    /// Prune and fine-tune in cycles on Zhu & Gupta's cubic schedule.
+    Agp,
+}
+
 /// Settings of unstructured pruning that apply to the whole network.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SparsifyOptions {
     /// One magnitude threshold across every sparsified layer, set so that the network
     /// reaches the weighted mean of their sparsities, rather than one per layer.
     pub global: bool,
+    pub schedule: SparsitySchedule,
+    /// Prune-and-fine-tune rounds of the iterative and AGP schedules.
+    pub cycles: usize,
+    /// Lottery-ticket rewinding: the final mask on the teacher's weights, fine-tuned again.
+    pub rewind: bool,
+}
+
+impl Default for SparsifyOptions {
+    fn default() -> Self {
+        SparsifyOptions {
+            global: false,
+            schedule: SparsitySchedule::OneShot,
+            cycles: 4,
+            rewind: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,6 +361,26 @@ impl CompressionPlan {
         for knob in KNOBS.iter().filter(|k| !k.per_layer) {
             knob.check(&(knob.get)(self, ""))
                 .map_err(|m| CompressError::Plan(format!("{}: {m}", knob.name)))?;
+        }
+        if self.sparsify.cycles == 0 {
+            return Err(CompressError::Plan(
+                "sparsify.cycles must be at least 1".into(),
+            ));
+        }
+        if !(self.distill.feature_weight.is_finite() && self.distill.feature_weight >= 0.0) {
+            return Err(CompressError::Plan(format!(
+                "distill.feature_weight must be zero or positive, got {}",
+                self.distill.feature_weight
+            )));
+        }
+        for layer in &self.distill.feature_layers {
+            if !layers.contains(layer) {
+                return Err(CompressError::Plan(format!(
+                    "distill.feature_layers: `{layer}` is not a layer of model `{}` (layers: {})",
+                    graph.spec.name,
+                    layers.join(", ")
+                )));
+            }
         }
         if self.prune.calibration_batches == 0 && self.prune.importance == Importance::Taylor {
             return Err(CompressError::Plan(
@@ -524,7 +619,7 @@ pub fn compress(
 }
 
 /// Compresses `teacher` by `plan`, then fine-tunes the result by distillation from the
-/// teacher's logits on `train`.
+/// teacher (whose logits on `train` are `teacher_logits`), by the plan's schedule.
 pub fn apply(
     teacher: &Graph,
     plan: &CompressionPlan,
@@ -532,12 +627,11 @@ pub fn apply(
     teacher_logits: &Tensor,
     finetune: &TrainConfig,
 ) -> Result<(Graph, TrainReport)> {
-    let student = compress(teacher, plan, Some(train))?;
-    crate::distill::finetune(
-        &student,
+    crate::distill::compress_and_finetune(
+        teacher,
+        plan,
         train,
         teacher_logits,
-        &plan.distill,
         finetune,
         &mut |_| {},
     )

@@ -17,7 +17,9 @@ pub mod zoo;
 pub use data::{Dataset, Splits};
 pub use error::{NnError, Result};
 pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
-pub use train::{accuracy, predict_logits, train, EpochStats, TrainConfig, TrainReport};
+pub use train::{
+    accuracy, predict_logits, train, EpochStats, LossInput, Objective, TrainConfig, TrainReport,
+};
 
 /// The device every tensor lives on. The GPU is an optional later feature.
 pub fn device() -> candle_core::Device {

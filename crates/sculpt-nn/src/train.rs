@@ -152,6 +152,32 @@ pub struct TrainReport {
     pub final_loss: f64,
 }
 
+/// What a loss sees of one training step: the logits, the batch, the values of the nodes
+/// the objective asked to capture, and the (viewed) parameters, including any extra
+/// trainable tensors the caller added to the graph (a feature adapter's weights).
+pub struct LossInput<'a> {
+    pub logits: &'a Tensor,
+    pub batch: &'a Batch,
+    pub features: &'a BTreeMap<String, Tensor>,
+    pub param: &'a dyn Fn(&str) -> Result<Tensor>,
+}
+
+/// A training objective. Any `Fn(&logits, &batch) -> loss` is one; objectives that need
+/// intermediate values name the nodes to capture.
+pub trait Objective {
+    /// Nodes whose values `loss` needs in `LossInput::features`.
+    fn captures(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn loss(&self, input: &LossInput) -> Result<Tensor>;
+}
+
+impl<F: Fn(&Tensor, &Batch) -> Result<Tensor>> Objective for F {
+    fn loss(&self, input: &LossInput) -> Result<Tensor> {
+        self(input.logits, input.batch)
+    }
+}
+
 /// Plain cross-entropy against the labels.
 pub fn cross_entropy(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     Ok(candle_nn::loss::cross_entropy(logits, &batch.y)?)
@@ -273,7 +299,7 @@ pub fn train(
     graph: &mut Graph,
     data: &Dataset,
     config: &TrainConfig,
-    loss_fn: &dyn Fn(&Tensor, &Batch) -> Result<Tensor>,
+    loss_fn: &dyn Objective,
     weight_view: &dyn Fn(&str, &Tensor) -> Result<Tensor>,
     on_epoch: &mut dyn FnMut(&EpochStats),
     checkpoint: Option<&Checkpointing>,
@@ -364,6 +390,7 @@ pub fn train(
             .ok_or_else(|| NnError::Graph(format!("parameter `{name}` is missing")))
     };
     let device = crate::device();
+    let captures = loss_fn.captures();
     let started = Instant::now();
     let mut final_loss = f64::NAN;
     let steps_per_epoch = n.div_ceil(config.batch_size);
@@ -386,9 +413,16 @@ pub fn train(
                 rows,
             };
             let mut ctx =
-                ForwardContext::train(stream_seed(config.seed, epoch as u64, batch_index as u64));
+                ForwardContext::train(stream_seed(config.seed, epoch as u64, batch_index as u64))
+                    .capturing(captures.iter().cloned());
             let logits = graph.forward_ctx(&batch.x, &param, &mut ctx)?;
-            let loss = loss_fn(&logits, &batch)?;
+            let features = std::mem::take(&mut ctx.captured);
+            let loss = loss_fn.loss(&LossInput {
+                logits: &logits,
+                batch: &batch,
+                features: &features,
+                param: &param,
+            })?;
             let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(NnError::NonFiniteLoss {
