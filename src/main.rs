@@ -112,6 +112,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sweep each layer alone over prune ratios, sparsities and bit widths (post-training,
+    /// no fine-tuning) and write sensitivity.parquet and sensitivity.svg.
+    Sensitivity {
+        /// Model directory (model.toml + model.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Data source: digits, mnist:DIR, idx:DIR, cifar10:DIR, csv:PATH, parquet:PATH.
+        #[arg(long)]
+        data: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the data split (the one the model was trained with).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Structured prune ratios, comma-separated, each in [0, 1).
+        #[arg(long, value_delimiter = ',', value_parser = prune_ratio,
+              default_values_t = sculpt_campaign::sensitivity::DEFAULT_PRUNE_RATIOS.to_vec())]
+        prune_ratios: Vec<f64>,
+        /// Weight bit widths, comma-separated: 2 to 8, 16 or 32.
+        #[arg(long, value_delimiter = ',', value_parser = bit_width,
+              default_values_t = sculpt_campaign::sensitivity::DEFAULT_BITS.to_vec())]
+        bits: Vec<u32>,
+        /// Unstructured (magnitude) sparsities, comma-separated, each in [0, 1).
+        #[arg(long, value_delimiter = ',', value_parser = sparsity,
+              default_values_t = sculpt_campaign::sensitivity::DEFAULT_SPARSITY.to_vec())]
+        sparsity: Vec<f64>,
+        /// Print the table as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a campaign trial's compression plan as a plan file, for `sculpt compress`.
     Plan {
         /// The campaign file (TOML).
@@ -236,6 +267,27 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 out: &out,
                 seed,
                 epochs,
+            },
+            json,
+        ),
+        Command::Sensitivity {
+            model,
+            data,
+            out,
+            seed,
+            prune_ratios,
+            bits,
+            sparsity,
+            json,
+        } => sensitivity(
+            &sculpt_campaign::sensitivity::SensitivityRun {
+                model: &model,
+                data: &data,
+                out: &out,
+                seed,
+                prune_ratios,
+                bits,
+                sparsity,
             },
             json,
         ),
@@ -431,6 +483,75 @@ fn compress(run: &sculpt_campaign::CompressRun, json: bool) -> anyhow::Result<()
         );
         println!("wrote {}", run.out.display());
     }
+    Ok(())
+}
+
+/// One value of a swept knob, checked as the knob table checks it.
+fn swept_value(knob: &str, text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    sculpt_campaign::sensitivity::check_value(knob, value)
+}
+
+fn prune_ratio(text: &str) -> Result<f64, String> {
+    swept_value("prune", text)
+}
+
+fn sparsity(text: &str) -> Result<f64, String> {
+    swept_value("sparsity", text)
+}
+
+fn bit_width(text: &str) -> Result<u32, String> {
+    swept_value("bits", text).map(|b| b as u32)
+}
+
+fn sensitivity(
+    run: &sculpt_campaign::sensitivity::SensitivityRun,
+    json: bool,
+) -> anyhow::Result<()> {
+    let context = || format!("sensitivity of {}", run.model.display());
+    let sweep = sculpt_campaign::sensitivity::SensitivitySweep::new(run).with_context(context)?;
+    let bar = indicatif::ProgressBar::new(sweep.len() as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {bar:30} {msg}")
+    {
+        bar.set_style(style);
+    }
+    let table = sweep
+        .run(&mut |row| {
+            bar.inc(1);
+            bar.set_message(format!(
+                "{} {} {}: {:+.2} points",
+                row.layer,
+                row.knob,
+                row.value,
+                -row.accuracy_drop * 100.0
+            ));
+        })
+        .with_context(context)?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&table)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} (seed {}): validation accuracy {:.2}%, {} params, {} bytes",
+        table.model,
+        table.data,
+        table.seed,
+        table.accuracy * 100.0,
+        table.params,
+        table.size_bytes
+    );
+    println!("accuracy drop in points when only that layer is compressed (no fine-tuning):\n");
+    print!("{}", sculpt_report::sensitivity_text(&table.rows));
+    println!(
+        "wrote {} and {}",
+        table.table.display(),
+        table.figure.display()
+    );
     Ok(())
 }
 

@@ -667,3 +667,145 @@ prune = 0.25
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn sensitivity_sweeps_each_layer_and_writes_table_and_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mlp");
+    let output = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        "--out",
+        model.to_str().unwrap(),
+        "--epochs",
+        "15",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out = tmp.path().join("sens");
+    let output = sculpt(&[
+        "sensitivity",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--out",
+        out.to_str().unwrap(),
+        "--prune-ratios",
+        "0.2,0.5,0.9",
+        "--bits",
+        "2,4,8",
+        "--sparsity",
+        "0.9",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The printed table: a header per knob, then a line per layer.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines.iter().position(|l| l.starts_with("prune")).unwrap();
+    assert!(lines[header + 1].starts_with("fc1") && lines[header + 2].starts_with("fc2"));
+    assert!(stdout.contains("validation accuracy"), "{stdout}");
+    assert!(stdout.contains("sensitivity.parquet"), "{stdout}");
+
+    // The parquet frame: 2 prunable layers x 3 ratios + 3 layers x (3 widths + 1 sparsity).
+    let file = std::fs::File::open(out.join("sensitivity.parquet")).unwrap();
+    use polars::prelude::SerReader;
+    let frame = polars::prelude::ParquetReader::new(file).finish().unwrap();
+    assert_eq!(frame.height(), 2 * 3 + 3 * 4);
+    let names: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "layer",
+            "knob",
+            "value",
+            "accuracy",
+            "accuracy_drop",
+            "size_bytes",
+            "params"
+        ]
+    );
+    let drops = frame.column("accuracy_drop").unwrap().f64().unwrap();
+    let values = frame.column("value").unwrap().f64().unwrap();
+    let knobs = frame.column("knob").unwrap().str().unwrap();
+    // 8 bits in one layer costs at most a point.
+    for i in 0..frame.height() {
+        if knobs.get(i) == Some("bits") && values.get(i) == Some(8.0) {
+            assert!(drops.get(i).unwrap().abs() <= 0.01, "{frame}");
+        }
+    }
+    let svg = std::fs::read_to_string(out.join("sensitivity.svg")).unwrap();
+    assert!(svg.contains("prune, one layer at a time"));
+
+    // --json prints the same rows.
+    let output = sculpt(&[
+        "sensitivity",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--out",
+        out.to_str().unwrap(),
+        "--prune-ratios",
+        "0.5",
+        "--bits",
+        "4",
+        "--sparsity",
+        "0.9",
+        "--json",
+    ]);
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 2 + 3 + 3);
+    assert!(json["accuracy"].as_f64().unwrap() > 0.9);
+
+    // Bad lists are refused by name before anything runs (status 2, like other argument
+    // mistakes); a missing model directory is named (status 1).
+    for (flag, value, needle) in [
+        ("--prune-ratios", "0.5,1.2", "must lie in [0, 1), got 1.2"),
+        ("--bits", "4,9", "9 is not allowed"),
+        ("--sparsity", "lots", "`lots` is not a number"),
+    ] {
+        let output = sculpt(&[
+            "sensitivity",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            "digits",
+            "--out",
+            out.to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(needle) && stderr.contains(flag), "{stderr}");
+    }
+    let output = sculpt(&[
+        "sensitivity",
+        "--model",
+        "no/such/model",
+        "--data",
+        "digits",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no/such/model"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

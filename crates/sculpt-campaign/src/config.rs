@@ -62,9 +62,24 @@ struct RawSearch {
     trials: Spanned<i64>,
     population: Option<Spanned<i64>>,
     max_minutes: Option<Spanned<f64>>,
+    sensitivity: Option<Spanned<RawSensitivity>>,
 }
 
-const SEARCH_FIELDS: &[&str] = &["strategy", "trials", "population", "max_minutes"];
+const SEARCH_FIELDS: &[&str] = &[
+    "strategy",
+    "trials",
+    "population",
+    "max_minutes",
+    "sensitivity",
+];
+
+/// `[search] sensitivity = { table = "…/sensitivity.parquet", max_drop = 0.01 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensitivity {
+    table: Spanned<String>,
+    max_drop: Spanned<f64>,
+}
 
 /// One `[search.<knob>]` table: a range, a list of choices, or one fixed value, for the
 /// layers its pattern matches (per-layer knobs).
@@ -138,6 +153,34 @@ pub struct KnobSearch {
     pub at: (usize, usize),
 }
 
+/// A sensitivity table (written by `sculpt sensitivity`) that narrows the per-layer
+/// ranges of `prune` and `sparsity` and the `bits` choices to what each layer tolerates
+/// alone; see `crate::space::narrow`. The rows are read and checked when the campaign is,
+/// and the table enters the fingerprint by its content digest, so a campaign whose table
+/// changed is a different campaign and its trials never mix with the old ones.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SensitivityLimit {
+    /// The table file, resolved against the campaign file's folder. Left out of the
+    /// fingerprint: moving the file does not change what the trials mean.
+    #[serde(skip)]
+    pub table: PathBuf,
+    /// The largest accuracy drop (a fraction: 0.01 is one point of validation accuracy) a
+    /// layer may lose alone at the harshest value the space keeps.
+    pub max_drop: f64,
+    /// FNV-1a digest of the table file's bytes.
+    pub digest: String,
+    #[serde(skip)]
+    pub rows: Vec<sculpt_store::SensitivityRow>,
+    /// Where `sensitivity` is in the campaign file (line, column), for errors found once
+    /// the teacher is known.
+    #[serde(skip)]
+    pub at: (usize, usize),
+}
+
+/// The knobs a sensitivity table may hold rows of: the ones `narrow` knows the
+/// direction of.
+pub const SENSITIVITY_KNOBS: &[&str] = &["prune", "sparsity", "bits"];
+
 /// A checked campaign.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Campaign {
@@ -153,6 +196,11 @@ pub struct Campaign {
     pub max_minutes: Option<f64>,
     /// The knobs searched, in the knob table's order.
     pub knobs: Vec<KnobSearch>,
+    /// A sensitivity table that narrows the per-layer knobs' domains, if one is given.
+    // Absent, it is left out of the serialised campaign, so campaigns without a table keep
+    // the fingerprint they had before the field existed and still resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<SensitivityLimit>,
     pub profile: DeviceProfile,
     pub latency_batch_size: usize,
     pub budget_ms: Option<f64>,
@@ -425,6 +473,56 @@ impl Source<'_> {
         }
     }
 
+    /// Resolves `search.sensitivity`: the table must exist (relative to the campaign file),
+    /// read as a sensitivity table, hold rows, and hold only knobs `narrow` understands.
+    fn sensitivity(&self, raw: &Spanned<RawSensitivity>, base: &Path) -> Result<SensitivityLimit> {
+        let field = "search.sensitivity";
+        let max_drop = &raw.get_ref().max_drop;
+        if !(max_drop.get_ref().is_finite() && (0.0..=1.0).contains(max_drop.get_ref())) {
+            return Err(self.error(
+                max_drop.span(),
+                Some(&format!("{field}.max_drop")),
+                format!(
+                    "must lie in [0, 1] (a fraction of accuracy: 0.01 is one point), got {}",
+                    max_drop.get_ref()
+                ),
+            ));
+        }
+        let table = &raw.get_ref().table;
+        let bad =
+            |message: String| self.error(table.span(), Some(&format!("{field}.table")), message);
+        let path = base.join(table.get_ref());
+        if !path.is_file() {
+            return Err(bad(format!(
+                "{} does not exist or is not a file (write one with `sculpt sensitivity --model DIR --data SPEC --out DIR`)",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let rows = sculpt_store::read_sensitivity(&path).map_err(|e| bad(e.to_string()))?;
+        if rows.is_empty() {
+            return Err(bad(format!("{} has no rows", path.display())));
+        }
+        if let Some(row) = rows
+            .iter()
+            .find(|r| !SENSITIVITY_KNOBS.contains(&r.knob.as_str()))
+        {
+            return Err(bad(format!(
+                "{} has rows of knob `{}`; a sensitivity table narrows only {}",
+                path.display(),
+                row.knob,
+                SENSITIVITY_KNOBS.join(", ")
+            )));
+        }
+        Ok(SensitivityLimit {
+            table: path,
+            max_drop: *max_drop.get_ref(),
+            digest: format!("{:016x}", digest(&bytes)),
+            rows,
+            at: line_column(self.text, raw.span().start),
+        })
+    }
+
     fn train(&self, raw: &RawTrain, table: &str, defaults: TrainConfig) -> Result<TrainConfig> {
         let mut config = defaults;
         if let Some(v) = &raw.epochs {
@@ -590,6 +688,10 @@ impl Campaign {
             Some(m) => Some(*m.get_ref()),
             None => None,
         };
+        let sensitivity = match &search.sensitivity {
+            Some(raw) => Some(source.sensitivity(raw, base)?),
+            None => None,
+        };
         let profile_name = raw.latency.profile.get_ref();
         let profile_path = base.join(profile_name);
         let profile = if profile_path.is_file() {
@@ -631,6 +733,7 @@ impl Campaign {
             trials,
             max_minutes,
             knobs,
+            sensitivity,
             profile,
             latency_batch_size,
             budget_ms,
@@ -767,6 +870,103 @@ mod tests {
                 .contains(&format!(":{}:", line_of(&bad, "[search.alpha"))),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sensitivity_table_is_resolved_checked_and_fingerprinted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let row = |layer: &str, knob: &str, drop: f64| sculpt_store::SensitivityRow {
+            layer: layer.into(),
+            knob: knob.into(),
+            value: 4.0,
+            accuracy: 0.9,
+            accuracy_drop: drop,
+            size_bytes: 1,
+            params: 1,
+        };
+        std::fs::create_dir(tmp.path().join("tables")).unwrap();
+        let table = tmp.path().join("tables/sens.parquet");
+        std::fs::write(tmp.path().join("tables/notes.txt"), "layer,knob\n").unwrap();
+        sculpt_store::write_sensitivity(&table, &[row("fc1", "bits", 0.0)]).unwrap();
+        let path = tmp.path().join("x.toml");
+        let with = |line: &str| {
+            QUICKSTART.replace("population = 16\n", &format!("population = 16\n{line}\n"))
+        };
+        let text = with("sensitivity = { table = \"tables/sens.parquet\", max_drop = 0.01 }");
+        let c = Campaign::parse(&text, &path).unwrap();
+        let limit = c.sensitivity.as_ref().unwrap();
+        assert_eq!(limit.table, table);
+        assert_eq!(limit.max_drop, 0.01);
+        assert_eq!(limit.rows, [row("fc1", "bits", 0.0)]);
+        // The same table, as a [search.sensitivity] table, is the same campaign.
+        let as_table = QUICKSTART.replace(
+            "[search.temperature]",
+            "[search.sensitivity]\ntable = \"tables/sens.parquet\"\nmax_drop = 0.01\n\n[search.temperature]",
+        );
+        assert_eq!(
+            Campaign::parse(&as_table, &path).unwrap().fingerprint(),
+            c.fingerprint()
+        );
+        // Without a table the fingerprint is what it was before the field existed.
+        let plain = Campaign::parse(QUICKSTART, &path).unwrap();
+        assert!(!serde_json::to_string(&plain)
+            .unwrap()
+            .contains("sensitivity"));
+        assert_ne!(plain.fingerprint(), c.fingerprint());
+        // Another max_drop, or other content in the table, is another campaign.
+        let looser = with("sensitivity = { table = \"tables/sens.parquet\", max_drop = 0.02 }");
+        assert_ne!(
+            Campaign::parse(&looser, &path).unwrap().fingerprint(),
+            c.fingerprint()
+        );
+        sculpt_store::write_sensitivity(&table, &[row("fc1", "bits", 0.5)]).unwrap();
+        assert_ne!(
+            Campaign::parse(&text, &path).unwrap().fingerprint(),
+            c.fingerprint()
+        );
+
+        let line = line_of(&text, "sensitivity = {");
+        for (line_text, field, needle) in [
+            (
+                "sensitivity = { table = \"tables/none.parquet\", max_drop = 0.01 }",
+                "search.sensitivity.table",
+                "none.parquet does not exist",
+            ),
+            (
+                "sensitivity = { table = \"tables/sens.parquet\", max_drop = 5.0 }",
+                "search.sensitivity.max_drop",
+                "must lie in [0, 1]",
+            ),
+            (
+                "sensitivity = { table = \"tables/sens.parquet\", max_drop = 0.01, drop = 1 }",
+                "",
+                "unknown field `drop`",
+            ),
+            (
+                "sensitivity = { table = \"tables/sens.parquet\" }",
+                "",
+                "missing field `max_drop`",
+            ),
+            (
+                "sensitivity = { table = \"tables/notes.txt\", max_drop = 0.01 }",
+                "search.sensitivity.table",
+                "not a readable parquet table",
+            ),
+        ] {
+            let bad = with(line_text);
+            let err = Campaign::parse(&bad, &path).unwrap_err();
+            assert!(err.is_config(), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("x.toml:{line}:"))
+                    && err.contains(field)
+                    && err.contains(needle),
+                "{err}"
+            );
+        }
+        sculpt_store::write_sensitivity(&table, &[row("fc1", "rank", 0.0)]).unwrap();
+        let err = Campaign::parse(&text, &path).unwrap_err().to_string();
+        assert!(err.contains("rows of knob `rank`"), "{err}");
     }
 
     #[test]

@@ -330,6 +330,18 @@ pub fn run(
     )?;
     let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
     let space = search_space(campaign, &teacher)?;
+    if let Some(limit) = &campaign.sensitivity {
+        for o in observers.iter_mut() {
+            o.on_phase(&format!(
+                "the sensitivity table {} (max_drop {}) narrows {} of the space's domains{}{}",
+                limit.table.display(),
+                limit.max_drop,
+                space.narrowed.len(),
+                if space.narrowed.is_empty() { "" } else { ": " },
+                space.narrowed.join("; ")
+            ));
+        }
+    }
     let teacher_record = evaluate_teacher(
         &teacher_name,
         &teacher,

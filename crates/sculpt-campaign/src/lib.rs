@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod executor;
 pub mod observe;
+pub mod sensitivity;
 pub mod space;
 pub mod standalone;
 pub mod teacher;

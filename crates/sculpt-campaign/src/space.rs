@@ -4,15 +4,21 @@
 //! through the knobs' setters; the plan's values, read back through the knobs' getters,
 //! are the trial's record; and a record encodes back into the point. Nothing else knows
 //! the knobs: a plan is never sampled directly, and no code parses column names.
+//!
+//! A campaign with a sensitivity table narrows each layer's `prune`, `sparsity` and `bits`
+//! domains to what that layer tolerates alone ([`narrow`]) before the dimensions are made,
+//! so the strategies never see the narrowed-away values. The narrowing depends only on the
+//! campaign (which holds the table's rows) and the teacher's layer names, so a resumed run
+//! rebuilds the same space.
 
 use std::collections::BTreeMap;
 
 use sculpt_compress::{CompressionPlan, Knob, ParamValue, KNOBS};
 use sculpt_nn::Graph;
 use sculpt_search::{Dimension, Point, SearchSpace, TrialState, TrialView};
-use sculpt_store::{TrialRecord, TrialState as StoredState};
+use sculpt_store::{SensitivityRow, TrialRecord, TrialState as StoredState};
 
-use crate::config::{matches_pattern, Campaign, KnobDomain};
+use crate::config::{matches_pattern, Campaign, KnobDomain, SensitivityLimit};
 use crate::error::{CampaignError, Result};
 
 /// One coordinate of a campaign's space: a knob at a layer, and how its point value maps
@@ -77,6 +83,9 @@ pub struct CampaignSpace {
     pub space: SearchSpace,
     pub searched: Vec<Coordinate>,
     pub fixed: Vec<Coordinate>,
+    /// What the sensitivity table changed, one line per coordinate
+    /// (`prune_fc1: [0, 0.8] -> [0, 0.4]`); empty without a table.
+    pub narrowed: Vec<String>,
 }
 
 impl CampaignSpace {
@@ -144,6 +153,10 @@ impl CampaignSpace {
 pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpace> {
     let mut searched = Vec::new();
     let mut fixed = Vec::new();
+    let mut narrowed = Vec::new();
+    if let Some(limit) = &campaign.sensitivity {
+        check_table_layers(campaign, limit, teacher)?;
+    }
     for k in &campaign.knobs {
         let knob = sculpt_compress::knob(&k.knob)
             .ok_or_else(|| CampaignError::Invalid(format!("unknown knob `{}`", k.knob)))?;
@@ -172,11 +185,26 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
             vec![String::new()]
         };
         for layer in layers {
+            let domain = match &campaign.sensitivity {
+                Some(limit) if knob.per_layer => {
+                    let domain = narrow(&k.domain, knob.name, &layer, &limit.rows, limit.max_drop);
+                    if domain != k.domain {
+                        narrowed.push(format!(
+                            "{}: {} -> {}",
+                            knob.column(&layer),
+                            describe(&k.domain),
+                            describe(&domain)
+                        ));
+                    }
+                    domain
+                }
+                _ => k.domain.clone(),
+            };
             let coordinate = Coordinate {
                 knob,
                 column: knob.column(&layer),
                 layer,
-                domain: k.domain.clone(),
+                domain,
             };
             match coordinate.dimension() {
                 Some(_) => searched.push(coordinate),
@@ -185,8 +213,16 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
         }
     }
     if searched.is_empty() {
+        let why = match &campaign.sensitivity {
+            Some(limit) if !narrowed.is_empty() => format!(
+                "after the sensitivity table {} (max_drop {}) pinned every searched layer, ",
+                limit.table.display(),
+                limit.max_drop
+            ),
+            _ => String::new(),
+        };
         return Err(CampaignError::Invalid(format!(
-            "{}: the campaign searches nothing: give at least one [search.<knob>] with a range or choices (knobs: {})",
+            "{}: {why}the campaign searches nothing: give at least one [search.<knob>] with a range or choices (knobs: {})",
             campaign.path.display(),
             sculpt_compress::knobs::knob_names().join(", ")
         )));
@@ -196,7 +232,133 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
         space: SearchSpace::new(dims)?,
         searched,
         fixed,
+        narrowed,
     })
+}
+
+/// A table measured on another model would narrow the wrong layers: every layer it names
+/// must be a weight layer of the teacher.
+fn check_table_layers(
+    campaign: &Campaign,
+    limit: &SensitivityLimit,
+    teacher: &Graph,
+) -> Result<()> {
+    let layers = teacher.spec.weight_layers();
+    match limit.rows.iter().find(|r| !layers.contains(&r.layer)) {
+        Some(row) => Err(CampaignError::Invalid(format!(
+            "{}:{}:{}: field `search.sensitivity.table`: {} names layer `{}`, which model `{}` does not have (its layers: {}); was it measured on another model?",
+            campaign.path.display(),
+            limit.at.0,
+            limit.at.1,
+            limit.table.display(),
+            row.layer,
+            teacher.spec.name,
+            layers.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether a larger value of a knob compresses harder (prune and sparsity ratios) or
+/// less hard (bit widths); None for knobs a sensitivity table does not narrow.
+fn larger_is_harsher(knob: &str) -> Option<bool> {
+    match knob {
+        "prune" | "sparsity" => Some(true),
+        "bits" => Some(false),
+        _ => None,
+    }
+}
+
+/// The domain of `knob` at `layer` narrowed by a sensitivity table.
+///
+/// The accuracy a layer loses is taken to grow with how hard it is compressed (a higher
+/// ratio, fewer bits). The layer's measured values are walked from the mildest to the
+/// harshest, and the last one before the first that loses more than `max_drop` is the
+/// layer's limit. Values no harsher than the limit stay in the domain: a range's `high`
+/// becomes the limit (or stays, if lower), and choices harsher than the limit go. Walking
+/// in order rather than keeping every value that passed makes the result an interval, and
+/// keeps a noisy pass beyond a failure (one lucky validation sample) from reopening it;
+/// values between the limit and the first failure were not measured and are left out.
+///
+/// When even the mildest measured value loses too much, or the limit is below a range's
+/// `low`, the layer keeps only its mildest configured value: the range is pinned to its
+/// `low` (the user's floor is kept), and choices to the widest bit width or the smallest
+/// ratio. A domain of one value becomes `Fixed`, so it is applied and recorded but not
+/// searched. Layers and knobs without rows, fixed domains and other knobs are unchanged.
+pub fn narrow(
+    domain: &KnobDomain,
+    knob: &str,
+    layer: &str,
+    rows: &[SensitivityRow],
+    max_drop: f64,
+) -> KnobDomain {
+    let Some(larger_harsher) = larger_is_harsher(knob) else {
+        return domain.clone();
+    };
+    // Harshness as one number that grows with compression, for both directions.
+    let harshness = |v: f64| if larger_harsher { v } else { -v };
+    let mut measured: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.knob == knob && r.layer == layer)
+        .map(|r| (harshness(r.value), r.accuracy_drop))
+        .collect();
+    if measured.is_empty() {
+        return domain.clone();
+    }
+    measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let limit = measured
+        .iter()
+        .take_while(|(_, drop)| *drop <= max_drop)
+        .last()
+        .map(|(h, _)| *h);
+    let within = |v: f64| limit.is_some_and(|l| harshness(v) <= l);
+    match domain {
+        KnobDomain::Range { low, high, log } => {
+            // Only prune and sparsity have ranges; their harshness is the value itself.
+            let high_kept = limit.map_or(f64::NEG_INFINITY, |l| l.min(*high));
+            if high_kept > *low {
+                KnobDomain::Range {
+                    low: *low,
+                    high: high_kept,
+                    log: *log,
+                }
+            } else {
+                KnobDomain::Fixed(ParamValue::Float(*low))
+            }
+        }
+        KnobDomain::Choices(values) => {
+            let mut kept: Vec<ParamValue> = values
+                .iter()
+                .filter(|v| v.as_f64().is_some_and(within))
+                .cloned()
+                .collect();
+            if kept.is_empty() {
+                let mildest = values.iter().min_by(|a, b| {
+                    let h = |v: &ParamValue| v.as_f64().map_or(f64::INFINITY, harshness);
+                    h(a).total_cmp(&h(b))
+                });
+                kept.extend(mildest.cloned());
+            }
+            match kept.as_slice() {
+                [one] => KnobDomain::Fixed(one.clone()),
+                _ => KnobDomain::Choices(kept),
+            }
+        }
+        KnobDomain::Fixed(_) => domain.clone(),
+    }
+}
+
+/// A domain as the campaign file would say it, for the narrowing notes.
+fn describe(domain: &KnobDomain) -> String {
+    match domain {
+        KnobDomain::Range { low, high, .. } => format!("[{low}, {high}]"),
+        KnobDomain::Choices(values) => values
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        KnobDomain::Fixed(v) => format!("fixed at {v}"),
+    }
 }
 
 /// The objectives a strategy minimises: error rate and latency.
@@ -318,6 +480,193 @@ mod tests {
         let plan = space.decode(&point).unwrap();
         assert_eq!(plan.prune.importance, sculpt_compress::Importance::L2);
         assert_eq!(space.params(&plan)["importance"], serde_json::json!("l2"));
+    }
+
+    fn row(layer: &str, knob: &str, value: f64, drop: f64) -> SensitivityRow {
+        SensitivityRow {
+            layer: layer.into(),
+            knob: knob.into(),
+            value,
+            accuracy: 0.97 - drop,
+            accuracy_drop: drop,
+            size_bytes: 0,
+            params: 0,
+        }
+    }
+
+    /// A crafted table for the digits MLP, read with max_drop 0.01: fc1 tolerates pruning
+    /// to 0.4 (0.6 passes again by luck, after 0.5 failed) and 4 bits or more; fc2 fails
+    /// at the mildest prune ratio and tolerates only 8 bits; fc3 fails at every width and
+    /// tolerates sparsity to 0.7.
+    fn crafted() -> Vec<SensitivityRow> {
+        let mut rows = Vec::new();
+        for (ratio, drop) in [
+            (0.1, 0.0),
+            (0.2, 0.002),
+            (0.3, 0.004),
+            (0.4, 0.01),
+            (0.5, 0.03),
+            (0.6, 0.005),
+            (0.7, 0.2),
+        ] {
+            rows.push(row("fc1", "prune", ratio, drop));
+        }
+        for (ratio, drop) in [(0.1, 0.02), (0.5, 0.3)] {
+            rows.push(row("fc2", "prune", ratio, drop));
+        }
+        for (bits, drop) in [
+            (2, 0.5),
+            (3, 0.05),
+            (4, 0.008),
+            (5, 0.0),
+            (6, 0.0),
+            (8, -0.003),
+        ] {
+            rows.push(row("fc1", "bits", bits as f64, drop));
+        }
+        for (bits, drop) in [(2, 0.6), (4, 0.2), (6, 0.0101), (8, 0.0)] {
+            rows.push(row("fc2", "bits", bits as f64, drop));
+        }
+        for bits in [2, 4, 6, 8] {
+            rows.push(row("fc3", "bits", bits as f64, 0.05));
+        }
+        for (sparsity, drop) in [(0.5, 0.0), (0.7, 0.001), (0.9, 0.02)] {
+            rows.push(row("fc3", "sparsity", sparsity, drop));
+        }
+        rows
+    }
+
+    fn ints(values: &[i64]) -> KnobDomain {
+        KnobDomain::Choices(values.iter().map(|&v| ParamValue::Int(v)).collect())
+    }
+
+    #[test]
+    fn narrowing_cuts_each_layer_at_its_first_failure() {
+        let rows = crafted();
+        let range = |low: f64, high: f64| KnobDomain::Range {
+            low,
+            high,
+            log: false,
+        };
+        let narrow = |d: &KnobDomain, knob: &str, layer: &str| narrow(d, knob, layer, &rows, 0.01);
+        // fc1: 0.4 is the last ratio before the first failure (0.5); 0.6 passing later
+        // does not reopen the range. A drop equal to max_drop passes.
+        assert_eq!(narrow(&range(0.0, 0.8), "prune", "fc1"), range(0.0, 0.4));
+        assert_eq!(narrow(&range(0.05, 0.3), "prune", "fc1"), range(0.05, 0.3));
+        // Below the user's floor, or failing at the mildest ratio: pinned to low.
+        assert_eq!(
+            narrow(&range(0.5, 0.8), "prune", "fc1"),
+            KnobDomain::Fixed(ParamValue::Float(0.5))
+        );
+        assert_eq!(
+            narrow(&range(0.0, 0.8), "prune", "fc2"),
+            KnobDomain::Fixed(ParamValue::Float(0.0))
+        );
+        // Float choices keep those within the limit.
+        let choices =
+            KnobDomain::Choices([0.0, 0.25, 0.4, 0.45, 0.6].map(ParamValue::Float).to_vec());
+        assert_eq!(
+            narrow(&choices, "prune", "fc1"),
+            KnobDomain::Choices([0.0, 0.25, 0.4].map(ParamValue::Float).to_vec())
+        );
+        // Bits: widths narrower than the limit go, untested wider ones (16) stay.
+        let bits = ints(&[2, 3, 4, 5, 6, 8, 16]);
+        assert_eq!(narrow(&bits, "bits", "fc1"), ints(&[4, 5, 6, 8, 16]));
+        // fc2 fails at 6 bits (by a hair), so 8 and 16 are left.
+        assert_eq!(narrow(&bits, "bits", "fc2"), ints(&[8, 16]));
+        // fc3 fails at every measured width: the widest choice is kept, alone, so fixed.
+        assert_eq!(
+            narrow(&ints(&[2, 4, 6, 8]), "bits", "fc3"),
+            KnobDomain::Fixed(ParamValue::Int(8))
+        );
+        assert_eq!(
+            narrow(&bits, "bits", "fc3"),
+            KnobDomain::Fixed(ParamValue::Int(16))
+        );
+        assert_eq!(
+            narrow(&range(0.0, 0.95), "sparsity", "fc3"),
+            range(0.0, 0.7)
+        );
+        // No rows for the layer or knob, a fixed domain, a knob a table does not narrow:
+        // unchanged.
+        assert_eq!(narrow(&range(0.0, 0.9), "sparsity", "fc1"), range(0.0, 0.9));
+        let fixed = KnobDomain::Fixed(ParamValue::Int(2));
+        assert_eq!(narrow(&fixed, "bits", "fc1"), fixed);
+        assert_eq!(narrow(&range(0.1, 1.0), "rank", "fc1"), range(0.1, 1.0));
+    }
+
+    #[test]
+    fn a_campaign_with_a_table_searches_the_narrowed_bounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        sculpt_store::write_sensitivity(&tmp.path().join("sens.parquet"), &crafted()).unwrap();
+        let text = "name = \"narrow\"\n[data]\nsource = \"digits\"\n[teacher]\nmodel = \"mlp\"\n\
+             [search]\nstrategy = \"random\"\ntrials = 3\n\
+             sensitivity = { table = \"sens.parquet\", max_drop = 0.01 }\n\
+             [search.temperature]\nlow = 1.0\nhigh = 8.0\n\
+             [search.prune]\nlow = 0.0\nhigh = 0.8\n\
+             [search.sparsity]\nlayers = \"fc3\"\nlow = 0.0\nhigh = 0.95\n\
+             [search.bits]\nchoices = [2, 3, 4, 5, 6, 8]\n\
+             [latency]\nprofile = \"epyc-zen4-1core\"\n";
+        let path = tmp.path().join("narrow.toml");
+        std::fs::write(&path, text).unwrap();
+        let campaign = Campaign::load(&path).unwrap();
+        let teacher = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        let space = search_space(&campaign, &teacher).unwrap();
+        let dim = |name: &str| {
+            let i = space.space.index_of(name)?;
+            Some(space.space.dims()[i].clone())
+        };
+        assert_eq!(
+            dim("prune_fc1"),
+            Some(Dimension::float("prune_fc1", 0.0, 0.4, false))
+        );
+        assert_eq!(
+            dim("sparsity_fc3"),
+            Some(Dimension::float("sparsity_fc3", 0.0, 0.7, false))
+        );
+        assert_eq!(
+            dim("bits_fc1"),
+            Some(Dimension::categorical("bits_fc1", vec![4.0, 5.0, 6.0, 8.0]))
+        );
+        // Pinned layers are no dimension, but are applied and recorded.
+        assert_eq!(dim("prune_fc2"), None);
+        assert_eq!(dim("bits_fc2"), None);
+        assert_eq!(dim("bits_fc3"), None);
+        assert_eq!(
+            dim("temperature"),
+            Some(Dimension::float("temperature", 1.0, 8.0, false))
+        );
+        assert_eq!(space.columns().len(), 1 + 2 + 1 + 3);
+        let point = space
+            .space
+            .sample(&mut rand::rngs::StdRng::seed_from_u64(3));
+        let plan = space.decode(&point).unwrap();
+        assert_eq!(plan.layer("fc2").prune, 0.0);
+        assert_eq!(plan.layer("fc2").bits, 8);
+        assert_eq!(plan.layer("fc3").bits, 8);
+        assert!(plan.layer("fc1").prune <= 0.4);
+        assert!(space
+            .narrowed
+            .contains(&"prune_fc1: [0, 0.8] -> [0, 0.4]".to_string()));
+        assert!(space
+            .narrowed
+            .contains(&"bits_fc3: 2, 3, 4, 5, 6, 8 -> fixed at 8".to_string()));
+        // The same campaign and table give the same space (a resumed run rebuilds it).
+        let again = search_space(&Campaign::load(&path).unwrap(), &teacher).unwrap();
+        assert_eq!(again.space, space.space);
+
+        // A table measured on another model is refused, naming the layer and the field.
+        let mut other = crafted();
+        other.push(row("conv1", "bits", 4.0, 0.0));
+        sculpt_store::write_sensitivity(&tmp.path().join("sens.parquet"), &other).unwrap();
+        let campaign = Campaign::load(&path).unwrap();
+        let err = search_space(&campaign, &teacher).unwrap_err().to_string();
+        assert!(
+            err.contains("search.sensitivity.table")
+                && err.contains("`conv1`")
+                && err.contains("narrow.toml:9:"),
+            "{err}"
+        );
     }
 
     #[test]

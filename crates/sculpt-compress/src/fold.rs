@@ -141,46 +141,8 @@ pub fn fold_batch_norm(graph: &Graph) -> Result<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{rngs::StdRng, Rng, SeedableRng};
     use sculpt_nn::{zoo, GraphSpec, Node};
     use std::collections::BTreeMap;
-
-    /// Gives every batch norm random γ (either sign), β, running mean and running
-    /// variance, so that a fold that ignores any of them changes the output.
-    fn randomise_batch_norms(g: &mut Graph, seed: u64) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let bns: Vec<(String, usize)> = g
-            .spec
-            .nodes
-            .iter()
-            .filter_map(|n| match n.op {
-                Op::BatchNorm2d { num_features, .. } => Some((n.name.clone(), num_features)),
-                _ => None,
-            })
-            .collect();
-        for (bn, c) in bns {
-            let mut draw = |lo: f32, hi: f32| -> Vec<f32> {
-                (0..c).map(|_| rng.random_range(lo..hi)).collect()
-            };
-            let gamma: Vec<f32> = draw(0.5, 1.5)
-                .into_iter()
-                .zip(draw(-1.0, 1.0))
-                .map(|(g, s)| if s < 0.0 { -g } else { g })
-                .collect();
-            let values = [
-                ("weight", gamma),
-                ("bias", draw(-0.5, 0.5)),
-                ("running_mean", draw(-0.5, 0.5)),
-                ("running_var", draw(0.2, 2.0)),
-            ];
-            for (t, v) in values {
-                g.params.insert(
-                    format!("{bn}.{t}"),
-                    Tensor::from_vec(v, c, &sculpt_nn::device()).unwrap(),
-                );
-            }
-        }
-    }
 
     /// Every batch norm's `(γ, β, mean, var)` by name.
     fn batch_norm_stats(graph: &Graph) -> Result<BTreeMap<String, [Vec<f32>; 4]>> {
@@ -232,7 +194,7 @@ mod tests {
             ("mobilenet-s", [3, 16, 16], 7, 352),
         ] {
             let mut g = zoo::build(model, &shape, 10, 3).unwrap();
-            randomise_batch_norms(&mut g, 17);
+            crate::testing::randomise_batch_norms(&mut g, 17);
             let before = batch_norm_stats(&g).unwrap();
             assert_eq!((batch_norms(&g), foldable_pairs(&g).len()), (bns, bns));
             let x = Tensor::randn(
@@ -263,7 +225,7 @@ mod tests {
         let mut g = zoo::build("resnet-8", &[1, 16, 16], 10, 3).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &sculpt_nn::device()).unwrap();
         let plain = g.forward(&x).unwrap();
-        randomise_batch_norms(&mut g, 17);
+        crate::testing::randomise_batch_norms(&mut g, 17);
         assert!(relative_diff(&plain, &g.forward(&x).unwrap()) > 1e-2);
     }
 
@@ -328,7 +290,7 @@ mod tests {
             ..zoo::mlp_spec("base", &[1], &[], 1)
         };
         let mut g = zoo::init(spec, 5).unwrap();
-        randomise_batch_norms(&mut g, 6);
+        crate::testing::randomise_batch_norms(&mut g, 6);
         g
     }
 

@@ -15,6 +15,8 @@ pub mod prune;
 pub mod quantize;
 pub mod size;
 pub mod sparsify;
+#[cfg(test)]
+mod testing;
 
 pub use activations::{quantize_activations, ActivationOptions, Calibration};
 pub use distill::{compress_and_finetune, distillation_loss, finetune};

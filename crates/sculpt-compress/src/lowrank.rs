@@ -285,19 +285,6 @@ mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
     use sculpt_nn::zoo;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     fn input(g: &Graph, batch: usize) -> Tensor {
         let mut dims = vec![batch];
         dims.extend_from_slice(&g.spec.input_shape);
@@ -322,7 +309,7 @@ mod tests {
                 "fc3"
             ]
         );
-        let diff = max_diff(&f.forward(&x).unwrap(), &expected);
+        let diff = crate::testing::max_abs_diff(&f.forward(&x).unwrap(), &expected);
         assert!(diff < 1e-4, "{diff}");
 
         // Convolutions, with stride and padding kept on the k×k factor: resnet-8's
@@ -332,7 +319,7 @@ mod tests {
         let expected = g.forward(&x).unwrap();
         let f = factorise_layer(&g, "layer2.conv1", 32).unwrap();
         let f = factorise_layer(&f, "layer3.shortcut.0", 32).unwrap();
-        let diff = max_diff(&f.forward(&x).unwrap(), &expected);
+        let diff = crate::testing::max_abs_diff(&f.forward(&x).unwrap(), &expected);
         assert!(diff < 1e-4, "{diff}");
         let first = f.spec.node("layer2.conv1_lr_a").unwrap();
         assert_eq!(
@@ -438,12 +425,12 @@ mod tests {
         let y = f.forward(&x).unwrap();
         assert_eq!(y.dims(), &[5, 10]);
         let dense = reconstructed(&reconstructed(&g, "fc1", 16), "fc2", 13);
-        let diff = max_diff(&y, &dense.forward(&x).unwrap());
+        let diff = crate::testing::max_abs_diff(&y, &dense.forward(&x).unwrap());
         assert!(diff < 1e-4, "{diff}");
         // The input graph is unchanged, and its output differs from the factorised one.
         assert_eq!(g.spec.nodes.len(), 6);
         assert_eq!(g.param("fc1.weight").unwrap().dims(), &[256, 64]);
-        assert!(max_diff(&y, &g.forward(&x).unwrap()) > 1e-3);
+        assert!(crate::testing::max_abs_diff(&y, &g.forward(&x).unwrap()) > 1e-3);
     }
 
     #[test]
@@ -463,7 +450,8 @@ mod tests {
         );
         let x = input(&g, 2);
         let dense = reconstructed(&g, "layer3.conv2", 16);
-        let diff = max_diff(&f.forward(&x).unwrap(), &dense.forward(&x).unwrap());
+        let diff =
+            crate::testing::max_abs_diff(&f.forward(&x).unwrap(), &dense.forward(&x).unwrap());
         assert!(diff < 1e-4, "{diff}");
         // Depthwise convolutions and batch norm have nothing to factorise.
         let m = zoo::build("mobilenet-s", &[3, 16, 16], 10, 0).unwrap();

@@ -857,48 +857,6 @@ mod tests {
         sculpt_nn::device()
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
-
-    /// Random batch-norm parameters and statistics, so that a channel's batch norm does
-    /// not map zero to zero and a test of masking means something.
-    fn randomise_batch_norms(graph: &mut Graph) {
-        let norms: Vec<(String, usize)> = graph
-            .spec
-            .nodes
-            .iter()
-            .filter_map(|n| match n.op {
-                Op::BatchNorm2d { num_features, .. } => Some((n.name.clone(), num_features)),
-                _ => None,
-            })
-            .collect();
-        for (bn, c) in norms {
-            let uniform = |lo: f32, hi: f32| Tensor::rand(lo, hi, c, &dev()).unwrap();
-            graph
-                .params
-                .insert(format!("{bn}.weight"), uniform(-1.5, 1.5));
-            graph
-                .params
-                .insert(format!("{bn}.bias"), uniform(-0.5, 0.5));
-            graph
-                .params
-                .insert(format!("{bn}.running_mean"), uniform(-0.3, 0.3));
-            graph
-                .params
-                .insert(format!("{bn}.running_var"), uniform(0.5, 1.5));
-        }
-    }
-
     /// The dense network with the removed channels silenced: every slice that carries a
     /// channel's values is zeroed (weights, biases, batch-norm γ and β, depthwise
     /// filters), so that the channel is 0 wherever it flows. Batch-norm statistics stay:
@@ -941,11 +899,11 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, dims, &dev()).unwrap();
         let a = pruned.forward(&x).unwrap();
         let b = reference.forward(&x).unwrap();
-        let diff = max_abs_diff(&a, &b);
+        let diff = crate::testing::max_abs_diff(&a, &b);
         assert!(diff <= 1e-4, "{}: max difference {diff}", graph.spec.name);
         let c = graph.forward(&x).unwrap();
         assert!(
-            max_abs_diff(&a, &c) > 1e-3,
+            crate::testing::max_abs_diff(&a, &c) > 1e-3,
             "{}: pruning did not change the function",
             graph.spec.name
         );
@@ -1004,7 +962,7 @@ mod tests {
     #[test]
     fn resnet8_pruned_equals_masked_dense_network() {
         let mut graph = zoo::build("resnet-8", &[1, 16, 16], 10, 7).unwrap();
-        randomise_batch_norms(&mut graph);
+        crate::testing::randomise_batch_norms(&mut graph, 11);
         // The projection shortcut is addressed, not its group's head, and the stem's
         // group gets two ratios: the larger applies.
         let settings = PruneSettings::local(ratios(&[
@@ -1030,7 +988,7 @@ mod tests {
     #[test]
     fn mobilenet_pruned_equals_masked_dense_network() {
         let mut graph = zoo::build("mobilenet-s", &[1, 16, 16], 10, 11).unwrap();
-        randomise_batch_norms(&mut graph);
+        crate::testing::randomise_batch_norms(&mut graph, 11);
         let settings = PruneSettings::local(ratios(&[
             ("conv1", 0.5),
             ("block1.pw", 0.25),
@@ -1109,7 +1067,7 @@ mod tests {
     #[test]
     fn depthwise_convolutions_follow_their_input_channels() {
         let mut graph = zoo::build("mobilenet-s", &[3, 16, 16], 10, 2).unwrap();
-        randomise_batch_norms(&mut graph);
+        crate::testing::randomise_batch_norms(&mut graph, 11);
         let groups = dependency_groups(&graph).unwrap();
         let stem = group(&groups, "conv1");
         assert_eq!(stem.members, ["conv1"]);
@@ -1174,7 +1132,7 @@ mod tests {
             .index_select(&index, 0)
             .unwrap();
         assert_eq!(
-            max_abs_diff(pruned.param("block1.dw.weight").unwrap(), &expected),
+            crate::testing::max_abs_diff(pruned.param("block1.dw.weight").unwrap(), &expected),
             0.0
         );
     }

@@ -17,6 +17,9 @@ pub enum StoreError {
     },
     #[error("{path}: {message}")]
     Json { path: PathBuf, message: String },
+    /// A parquet table that is not what it should be (a missing or mistyped column).
+    #[error("{path}: {message}")]
+    Table { path: PathBuf, message: String },
     #[error("{dir} is in use by another sculpt process (lock {lock})")]
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("{dir} holds trials of campaign `{found}` ({found_fingerprint}), not of `{expected}` ({expected_fingerprint}); choose another --out or remove that directory")]

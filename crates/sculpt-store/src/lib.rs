@@ -10,13 +10,17 @@
 //! - One process at a time: the directory is locked while a `Store` is open.
 //! - `campaign.json` records which campaign the trials belong to, so trials of one campaign
 //!   are never mixed with another's; `teacher.json` holds the teacher's scores.
+//!
+//! It also owns the other table sculpt writes, `sensitivity.parquet` (see [`sensitivity`]).
 
 pub mod error;
 pub mod frame;
 pub mod record;
+pub mod sensitivity;
 pub mod store;
 
 pub use error::{Result, StoreError};
 pub use frame::trials_frame;
 pub use record::{CampaignMeta, TeacherRecord, TrialRecord, TrialState};
+pub use sensitivity::{read_sensitivity, write_sensitivity, SensitivityRow, SENSITIVITY_FILE};
 pub use store::Store;
