@@ -25,6 +25,8 @@ struct RawCampaign {
     finetune: RawTrain,
     search: RawSearch,
     latency: RawLatency,
+    /// The base plan the knobs override, in the plan-file format.
+    plan: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +141,14 @@ pub enum KnobDomain {
     Fixed(ParamValue),
 }
 
+/// A campaign's `[plan]` table, as plan-file text, and where it starts in the file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BasePlan {
+    pub text: String,
+    #[serde(skip)]
+    pub at: (usize, usize),
+}
+
 /// What a campaign searches for one knob, and on which layers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KnobSearch {
@@ -201,6 +211,10 @@ pub struct Campaign {
     // the fingerprint they had before the field existed and still resume.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<SensitivityLimit>,
+    /// The base compression plan (plan-file TOML) that every trial starts from before its
+    /// knobs are set: options that are not searched, such as a sparsity schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<BasePlan>,
     pub profile: DeviceProfile,
     pub latency_batch_size: usize,
     pub budget_ms: Option<f64>,
@@ -722,6 +736,23 @@ impl Campaign {
             None => None,
         };
 
+        let plan = match &raw.plan {
+            Some(table) => {
+                if table.get_ref().contains_key("finetune") {
+                    return Err(source.error(
+                        table.span(),
+                        Some("plan.finetune"),
+                        "a campaign fine-tunes by its own [finetune] table",
+                    ));
+                }
+                Some(BasePlan {
+                    text: toml::to_string(table.get_ref())
+                        .map_err(|e| source.error(table.span(), Some("plan"), e.to_string()))?,
+                    at: line_column(text, table.span().start),
+                })
+            }
+            None => None,
+        };
         Ok(Campaign {
             name: raw.name.get_ref().trim().to_string(),
             path: path.to_path_buf(),
@@ -734,6 +765,7 @@ impl Campaign {
             max_minutes,
             knobs,
             sensitivity,
+            plan,
             profile,
             latency_batch_size,
             budget_ms,

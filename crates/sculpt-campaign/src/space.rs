@@ -86,6 +86,8 @@ pub struct CampaignSpace {
     /// What the sensitivity table changed, one line per coordinate
     /// (`prune_fc1: [0, 0.8] -> [0, 0.4]`); empty without a table.
     pub narrowed: Vec<String>,
+    /// The plan every decoded point starts from: the campaign's `[plan]`, or the defaults.
+    pub base: CompressionPlan,
 }
 
 impl CampaignSpace {
@@ -106,7 +108,7 @@ impl CampaignSpace {
                 self.searched.len()
             )));
         }
-        let mut plan = CompressionPlan::default();
+        let mut plan = self.base.clone();
         for c in &self.fixed {
             (c.knob.set)(&mut plan, &c.layer, &c.decode(0.0));
         }
@@ -228,11 +230,29 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
         )));
     }
     let dims = searched.iter().filter_map(Coordinate::dimension).collect();
+    let base = match &campaign.plan {
+        Some(base) => {
+            let (plan, _) = sculpt_compress::read_plan(&base.text, &campaign.path, teacher)
+                .map_err(|e| {
+                    CampaignError::Invalid(format!(
+                        "[plan] at line {}: {}",
+                        base.at.0,
+                        e.to_string().replace(
+                            &format!("{}:", campaign.path.display()),
+                            &format!("{}: plan.", campaign.path.display())
+                        )
+                    ))
+                })?;
+            plan
+        }
+        None => CompressionPlan::default(),
+    };
     Ok(CampaignSpace {
         space: SearchSpace::new(dims)?,
         searched,
         fixed,
         narrowed,
+        base,
     })
 }
 
@@ -462,6 +482,59 @@ mod tests {
                 knob.name
             );
         }
+    }
+
+    #[test]
+    fn a_base_plan_sets_what_the_knobs_do_not() {
+        let text = format!(
+            "{}\n[plan.sparsify]\nschedule = \"agp\"\ncycles = 3\n[plan.layers.\"fc*\"]\nsparsity = 0.5\nact_bits = 8\n",
+            every_knob()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        // Only the knobs searched override the base: drop sparsity and act_bits from the
+        // search so the base's values show.
+        let text = text
+            .replace("[search.sparsity]\nlow = 0.01\nhigh = 0.99\n", "")
+            .replace(
+                "[search.act_bits]\nchoices = [2, 3, 4, 5, 6, 7, 8, 32]\n",
+                "",
+            );
+        let campaign = Campaign::parse(&text, Path::new("all.toml")).unwrap();
+        let teacher = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        let space = search_space(&campaign, &teacher).unwrap();
+        let point = space
+            .space
+            .sample(&mut rand::rngs::StdRng::seed_from_u64(4));
+        let plan = space.decode(&point).unwrap();
+        assert_eq!(
+            plan.sparsify.schedule,
+            sculpt_compress::SparsitySchedule::Agp
+        );
+        assert_eq!(plan.sparsify.cycles, 3);
+        assert_eq!(plan.layer("fc2").sparsity, 0.5);
+        assert_eq!(plan.layer("fc3").act_bits, 8);
+        // A base plan is part of what a trial means.
+        let plain = Campaign::parse(&every_knob(), Path::new("all.toml")).unwrap();
+        assert_ne!(campaign.fingerprint(), plain.fingerprint());
+        // Its mistakes name the [plan] table and the field.
+        let bad = text.replace("cycles = 3", "cycles = 3\nrewinnd = true");
+        let err = Campaign::parse(&bad, Path::new("all.toml"))
+            .and_then(|c| search_space(&c, &teacher).map(|_| ()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[plan]") && err.contains("rewinnd"), "{err}");
+        let bad = text.replace("[plan.layers.\"fc*\"]", "[plan.layers.\"conv*\"]");
+        let err = Campaign::parse(&bad, Path::new("all.toml"))
+            .and_then(|c| search_space(&c, &teacher).map(|_| ()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("conv*") && err.contains("matches no layer"),
+            "{err}"
+        );
     }
 
     #[test]
