@@ -209,6 +209,76 @@ fn campaign_runs_resumes_and_reproduces() {
     assert!(best["latency_ms"].as_f64().unwrap() <= 0.012);
     let none = sculpt(&["select", out.to_str().unwrap(), "--budget-ms", "0.0000001"]);
     assert_eq!(none.status.code(), Some(1));
+
+    // A trial's plan, printed as a plan file, holds the trial's stored configuration and
+    // rebuilds it with `sculpt compress`.
+    let trial = &trials_without_time(&out)[3];
+    let plan_file = tmp.path().join("trial3.toml");
+    let printed = sculpt(&[
+        "plan",
+        longer.to_str().unwrap(),
+        "--trial",
+        "3",
+        "--dir",
+        out.to_str().unwrap(),
+        "--out",
+        plan_file.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let plan: toml::Table = std::fs::read_to_string(&plan_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    for layer in ["fc1", "fc2", "fc3"] {
+        assert_eq!(
+            plan["layers"][layer]["bits"].as_integer().unwrap(),
+            trial["params"][format!("bits_{layer}")].as_i64().unwrap()
+        );
+    }
+    assert_eq!(
+        plan["layers"]["fc1"]["prune"].as_float().unwrap(),
+        trial["params"]["prune_fc1"].as_f64().unwrap()
+    );
+    assert_eq!(
+        plan["distill"]["temperature"].as_float().unwrap(),
+        trial["params"]["temperature"].as_f64().unwrap()
+    );
+    assert_eq!(plan["finetune"]["epochs"].as_integer(), Some(2));
+    let rebuilt = sculpt(&[
+        "compress",
+        "--model",
+        out.join("teacher").to_str().unwrap(),
+        "--data",
+        "digits",
+        "--seed",
+        "7",
+        "--plan",
+        plan_file.to_str().unwrap(),
+        "--out",
+        tmp.path().join("rebuilt").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let metrics: serde_json::Value = serde_json::from_slice(&rebuilt.stdout).unwrap();
+    assert_eq!(metrics["params"], trial["num_params"]);
+    let missing = sculpt(&[
+        "plan",
+        longer.to_str().unwrap(),
+        "--trial",
+        "99",
+        "--dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no trial 99"));
 }
 
 #[test]

@@ -790,7 +790,10 @@ pub fn read_plan(
                 .map_err(|m| plan_error(path, format!("{field}: {m}")))?;
             for layer in &matched {
                 if !(knob.layers)(graph).contains(layer) {
-                    if pattern == *layer {
+                    // The default value is no setting at all, so a plan written out in
+                    // full (every field of every layer) reads back.
+                    let default = (knob.get)(&CompressionPlan::default(), layer);
+                    if pattern == *layer && value != default {
                         return Err(plan_error(
                             path,
                             format!(
@@ -879,6 +882,11 @@ sparsity = 0.5
                 "layers.\"fc1\".bitz: unknown setting",
             ),
             ("[layers.fc3]\nprune = 0.5\n", "cannot take this setting"),
+            // Written out in full, a plan names defaults everywhere: those read back.
+            (
+                "[layers.fc3]\nprune = 0.0\nbits = 10\n",
+                "bits: 10 is not allowed",
+            ),
             ("[distill]\ntemprature = 2.0\n", "p.toml:2:1"),
         ] {
             let err = read_plan(bad, Path::new("p.toml"), &g)
@@ -963,6 +971,17 @@ granularity = "2:4"
                 assert_eq!(c.forward(&x).unwrap().dims(), &[4, 10]);
             }
         }
+    }
+
+    #[test]
+    fn a_plan_written_out_reads_back_the_same() {
+        let g = sculpt_nn::zoo::build("resnet-8", &[1, 16, 16], 10, 0).unwrap();
+        let text = "[sparsify]\nschedule = \"agp\"\n[distill]\nkind = \"both\"\n\
+                    [layers.\"*\"]\nbits = 6\nprune = 0.25\nact_bits = 8\n[layers.fc]\nrank = 0.5\n";
+        let (plan, _) = read_plan(text, Path::new("p.toml"), &g).unwrap();
+        let written = toml::to_string(&plan).unwrap();
+        let (again, _) = read_plan(&written, Path::new("w.toml"), &g).unwrap();
+        assert_eq!(again, plan);
     }
 
     #[test]

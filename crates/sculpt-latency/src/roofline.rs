@@ -1,10 +1,13 @@
-//! The analytic roofline model. Each Linear layer costs
-//! `max(flops / rate(bits), bytes / bandwidth) + overhead`, where bytes are its weights at
-//! their bit width (with scales), its f32 bias and its f32 input and output activations.
-//! Element-wise ops (ReLU) are taken as fused into the layer before them, and Flatten is a
-//! view, so neither is charged.
+//! The analytic roofline model. Each layer costs
+//! `max(flops / rate, bytes / bandwidth) + overhead`, charged by its op's cost class
+//! (`sculpt_nn::CostClass`): a weighted layer (Linear, Conv2d) runs at the rate of its
+//! weight's bit width and reads its weight as stored (with scales) and its f32 bias; an
+//! element-wise op (batch norm, pooling, residual sums) runs at the f32 rate and reads its
+//! f32 parameters and buffers; both read their f32 inputs and write their f32 output.
+//! Fused ops (ReLU, in the epilogue of the layer before it) and views (Flatten, Dropout at
+//! inference) are not charged.
 
-use sculpt_nn::{Graph, Op};
+use sculpt_nn::{CostClass, Graph};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -59,8 +62,9 @@ pub fn estimate(
         shapes.insert(node.name.as_str(), out_elems);
         let activation_bytes = 4.0 * batch * (in_elems + out_elems) as f64;
         let flops = batch * row.flops as f64;
-        let (weight_bytes, rate) = match node.op {
-            Op::Linear { .. } | Op::Conv2d { .. } => {
+        let def = node.op.def();
+        let (weight_bytes, rate) = match def.cost() {
+            CostClass::Weighted => {
                 let weight_name = format!("{}.weight", node.name);
                 let bits = graph.weight_bits(&weight_name);
                 let weight = sculpt_compress::param_size_bytes(graph, &weight_name)? as f64;
@@ -70,14 +74,15 @@ pub fn estimate(
                     .map_or(0.0, |b| 4.0 * b.elem_count() as f64);
                 (weight + bias, profile.rate_for_bits(bits))
             }
-            Op::BatchNorm2d { num_features, .. } => {
-                (16.0 * num_features as f64, profile.ops_per_second.f32)
+            CostClass::Elementwise => {
+                let elems: usize = def
+                    .params()
+                    .iter()
+                    .map(|p| p.shape.iter().product::<usize>())
+                    .sum();
+                (4.0 * elems as f64, profile.ops_per_second.f32)
             }
-            Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool | Op::Add => {
-                (0.0, profile.ops_per_second.f32)
-            }
-            // Fused into the layer before them (ReLU), or free (views, inference dropout).
-            Op::Relu | Op::Flatten | Op::Dropout { .. } => continue,
+            CostClass::Fused | CostClass::View => continue,
         };
         let compute = flops / rate;
         let memory = (weight_bytes + activation_bytes) / profile.memory_bandwidth_bytes_per_s;

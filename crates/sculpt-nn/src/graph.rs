@@ -1,7 +1,8 @@
 //! The model graph IR. A graph is plain data: a list of named nodes, each an op with named
 //! inputs, plus a map of named parameter tensors in PyTorch naming (`fc1.weight` is
 //! `[out, in]`). Nodes are kept in topological order, so the forward pass is one walk.
-//! Compression passes take a graph and return a new one.
+//! Compression passes take a graph and return a new one. What each op is (its parameters,
+//! shapes, FLOPs and forward) lives in `ops`; the graph only walks the nodes and asks.
 
 use std::collections::BTreeMap;
 
@@ -9,109 +10,11 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NnError, Result};
+pub use crate::ops::Op;
+use crate::ops::{default_true, OpEnv, ParamDef};
 
 /// The name by which a node refers to the graph's input.
 pub const INPUT: &str = "input";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Op {
-    /// `y = x W^T + b`, with `W` of shape `[out_features, in_features]`.
-    Linear {
-        in_features: usize,
-        out_features: usize,
-        #[serde(default = "default_true")]
-        bias: bool,
-    },
-    /// 2-D convolution over `[channels, height, width]`, weight `[out, in / groups, k, k]`.
-    /// `groups = in_channels = out_channels` is a depthwise convolution.
-    Conv2d {
-        in_channels: usize,
-        out_channels: usize,
-        kernel_size: usize,
-        #[serde(default = "default_one")]
-        stride: usize,
-        #[serde(default)]
-        padding: usize,
-        #[serde(default = "default_one")]
-        groups: usize,
-        #[serde(default = "default_true")]
-        bias: bool,
-    },
-    /// Batch normalisation over channels: batch statistics when training, running
-    /// statistics (`running_mean`, `running_var`) when evaluating.
-    BatchNorm2d {
-        num_features: usize,
-        #[serde(default = "default_eps")]
-        eps: f64,
-        #[serde(default = "default_momentum")]
-        momentum: f64,
-    },
-    MaxPool2d {
-        kernel_size: usize,
-        #[serde(default)]
-        stride: Option<usize>,
-    },
-    AvgPool2d {
-        kernel_size: usize,
-        #[serde(default)]
-        stride: Option<usize>,
-    },
-    /// Mean over the spatial dimensions: `[c, h, w]` → `[c]`.
-    GlobalAvgPool,
-    Relu,
-    /// Flattens every dimension after the batch dimension.
-    Flatten,
-    /// Element-wise sum of two inputs of the same shape (residual connections).
-    Add,
-    /// Zeroes each value with probability `p` when training (scaling the rest by 1/(1-p)).
-    Dropout {
-        p: f64,
-    },
-}
-
-fn default_one() -> usize {
-    1
-}
-
-fn default_eps() -> f64 {
-    1e-5
-}
-
-fn default_momentum() -> f64 {
-    0.1
-}
-
-impl Op {
-    /// The op's name in layer tables (PyTorch's class names).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::Linear { .. } => "Linear",
-            Op::Conv2d { .. } => "Conv2d",
-            Op::BatchNorm2d { .. } => "BatchNorm2d",
-            Op::MaxPool2d { .. } => "MaxPool2d",
-            Op::AvgPool2d { .. } => "AvgPool2d",
-            Op::GlobalAvgPool => "GlobalAvgPool",
-            Op::Relu => "ReLU",
-            Op::Flatten => "Flatten",
-            Op::Add => "Add",
-            Op::Dropout { .. } => "Dropout",
-        }
-    }
-
-    /// Number of inputs the op takes.
-    pub fn arity(&self) -> usize {
-        if matches!(self, Op::Add) {
-            2
-        } else {
-            1
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
 
 // No deny_unknown_fields here: serde cannot combine it with `flatten`. Unknown keys of a
 // node still fail, in `Op`, which denies them.
@@ -220,53 +123,30 @@ impl GraphSpec {
     /// The tensors this spec requires (parameters and buffers), with their shapes, in node
     /// order and PyTorch naming.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let mut shapes = Vec::new();
-        for node in &self.nodes {
-            let n = &node.name;
-            match node.op {
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    bias,
-                } => {
-                    shapes.push((format!("{n}.weight"), vec![out_features, in_features]));
-                    if bias {
-                        shapes.push((format!("{n}.bias"), vec![out_features]));
-                    }
-                }
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel_size,
-                    groups,
-                    bias,
-                    ..
-                } => {
-                    shapes.push((
-                        format!("{n}.weight"),
-                        vec![
-                            out_channels,
-                            in_channels / groups.max(1),
-                            kernel_size,
-                            kernel_size,
-                        ],
-                    ));
-                    if bias {
-                        shapes.push((format!("{n}.bias"), vec![out_channels]));
-                    }
-                }
-                Op::BatchNorm2d { num_features, .. } => {
-                    for t in ["weight", "bias", "running_mean", "running_var"] {
-                        shapes.push((format!("{n}.{t}"), vec![num_features]));
-                    }
-                }
-                _ => {}
-            }
-        }
-        shapes
+        self.param_defs()
+            .into_iter()
+            .map(|(name, def)| (name, def.shape))
+            .collect()
+    }
+
+    /// Every parameter and buffer as its op defines it, under its full name
+    /// (`{node}.{local}`), in node order.
+    pub fn param_defs(&self) -> Vec<(String, ParamDef)> {
+        self.nodes
+            .iter()
+            .flat_map(|node| {
+                node.op
+                    .def()
+                    .params()
+                    .into_iter()
+                    .map(move |p| (format!("{}.{}", node.name, p.name), p))
+            })
+            .collect()
     }
 
     /// Whether the named tensor is a buffer (running statistics), not trained by gradient.
+    /// Decided by name, because callers hold only names; ops declare their buffers
+    /// (`ParamDef::buffer`) under these names, which a test of `ops` checks.
     pub fn is_buffer(name: &str) -> bool {
         name.ends_with(".running_mean") || name.ends_with(".running_var")
     }
@@ -284,11 +164,12 @@ impl GraphSpec {
             .collect()
     }
 
-    /// Names of the Linear and Conv2d nodes, in order: the layers that hold weights.
+    /// Names of the layers that hold weights (Linear and Conv2d: cost class `Weighted`), in
+    /// order.
     pub fn weight_layers(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .filter(|n| matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }))
+            .filter(|n| n.op.def().cost() == crate::ops::CostClass::Weighted)
             .map(|n| n.name.clone())
             .collect()
     }
@@ -306,152 +187,41 @@ impl GraphSpec {
                     node.name
                 )));
             }
-            if node.inputs.len() != node.op.arity() {
+            let def = node.op.def();
+            if node.inputs.len() != def.arity() {
                 return Err(NnError::Graph(format!(
                     "node `{}` ({}) takes {} input(s), got {}",
                     node.name,
-                    node.op.kind(),
-                    node.op.arity(),
+                    def.kind(),
+                    def.arity(),
                     node.inputs.len()
                 )));
             }
-            let mut inputs = Vec::new();
+            let mut inputs: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
-                inputs.push(shapes.get(name.as_str()).ok_or_else(|| {
+                let shape = shapes.get(name.as_str()).ok_or_else(|| {
                     NnError::Graph(format!(
                         "node `{}` reads `{}`, which is not defined before it",
                         node.name, name
                     ))
-                })?);
+                })?;
+                inputs.push(shape);
             }
-            let input = inputs[0];
-            let fail = |message: String| NnError::Graph(format!("node `{}`: {message}", node.name));
-            let chw = || -> Result<(usize, usize, usize)> {
-                match input.as_slice() {
-                    [c, h, w] => Ok((*c, *h, *w)),
-                    other => Err(fail(format!(
-                        "expects a [channels, height, width] input, receives {other:?}"
-                    ))),
-                }
-            };
-            let numel = input.iter().product::<usize>() as u64;
-            let (out, params, flops): (Vec<usize>, usize, u64) = match &node.op {
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    bias,
-                } => {
-                    if input.len() != 1 || input[0] != *in_features {
-                        return Err(fail(format!(
-                            "expects {in_features} input features but receives shape {input:?}"
-                        )));
-                    }
-                    let params = in_features * out_features + if *bias { *out_features } else { 0 };
-                    let flops = 2 * (*in_features as u64) * (*out_features as u64)
-                        + if *bias { *out_features as u64 } else { 0 };
-                    (vec![*out_features], params, flops)
-                }
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel_size,
-                    stride,
-                    padding,
-                    groups,
-                    bias,
-                } => {
-                    let (c, h, w) = chw()?;
-                    if c != *in_channels {
-                        return Err(fail(format!(
-                            "expects {in_channels} channels, receives {c}"
-                        )));
-                    }
-                    if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
-                        return Err(fail(format!(
-                            "groups = {groups} must divide in_channels ({c}) and out_channels ({out_channels})"
-                        )));
-                    }
-                    if *stride == 0
-                        || h + 2 * padding < *kernel_size
-                        || w + 2 * padding < *kernel_size
-                    {
-                        return Err(fail(format!(
-                            "a {kernel_size}x{kernel_size} kernel with padding {padding} and stride {stride} does not fit a {h}x{w} input"
-                        )));
-                    }
-                    let ho = (h + 2 * padding - kernel_size) / stride + 1;
-                    let wo = (w + 2 * padding - kernel_size) / stride + 1;
-                    let per_output = (c / groups * kernel_size * kernel_size) as u64;
-                    let outputs = (out_channels * ho * wo) as u64;
-                    let params = out_channels * (c / groups) * kernel_size * kernel_size
-                        + if *bias { *out_channels } else { 0 };
-                    let flops = 2 * per_output * outputs + if *bias { outputs } else { 0 };
-                    (vec![*out_channels, ho, wo], params, flops)
-                }
-                Op::BatchNorm2d {
-                    num_features,
-                    eps,
-                    momentum,
-                } => {
-                    if !(*eps > 0.0 && eps.is_finite() && (0.0..=1.0).contains(momentum)) {
-                        return Err(fail(format!(
-                            "batch norm needs eps > 0 and momentum in [0, 1], got eps = {eps}, momentum = {momentum}"
-                        )));
-                    }
-                    let (c, _, _) = chw()?;
-                    if c != *num_features {
-                        return Err(fail(format!(
-                            "expects {num_features} channels, receives {c}"
-                        )));
-                    }
-                    (input.clone(), 2 * num_features, 2 * numel)
-                }
-                Op::MaxPool2d {
-                    kernel_size,
-                    stride,
-                }
-                | Op::AvgPool2d {
-                    kernel_size,
-                    stride,
-                } => {
-                    let (c, h, w) = chw()?;
-                    let s = stride.unwrap_or(*kernel_size);
-                    if *kernel_size == 0 || s == 0 || h < *kernel_size || w < *kernel_size {
-                        return Err(fail(format!(
-                            "a {kernel_size}x{kernel_size} window does not fit a {h}x{w} input"
-                        )));
-                    }
-                    let (ho, wo) = ((h - kernel_size) / s + 1, (w - kernel_size) / s + 1);
-                    (
-                        vec![c, ho, wo],
-                        0,
-                        (c * ho * wo * kernel_size * kernel_size) as u64,
-                    )
-                }
-                Op::GlobalAvgPool => {
-                    let (c, _, _) = chw()?;
-                    (vec![c], 0, numel)
-                }
-                Op::Add => {
-                    if inputs[1] != input {
-                        return Err(fail(format!("adds shapes {input:?} and {:?}", inputs[1])));
-                    }
-                    (input.clone(), 0, numel)
-                }
-                Op::Relu => (input.clone(), 0, numel),
-                Op::Dropout { p } => {
-                    if !(0.0..1.0).contains(p) {
-                        return Err(fail(format!("dropout probability {p} is not in [0, 1)")));
-                    }
-                    (input.clone(), 0, 0)
-                }
-                Op::Flatten => (vec![input.iter().product()], 0, 0),
-            };
-            let op = node.op.kind();
+            let inferred = def
+                .infer(&inputs)
+                .map_err(|message| NnError::Graph(format!("node `{}`: {message}", node.name)))?;
+            let params = def
+                .params()
+                .iter()
+                .filter(|p| !p.buffer)
+                .map(|p| p.shape.iter().product::<usize>())
+                .sum();
+            let out = inferred.output;
+            let flops = inferred.flops;
             shapes.insert(node.name.as_str(), out.clone());
             rows.push(LayerSummary {
                 name: node.name.clone(),
-                op: op.to_string(),
+                op: def.kind().to_string(),
                 output_shape: out,
                 params,
                 flops,
@@ -594,114 +364,24 @@ impl Graph {
             ctx.captured.insert(INPUT.to_string(), x.clone());
         }
         for node in &self.spec.nodes {
-            let get = |i: usize| -> Result<&Tensor> {
-                values.get(node.inputs[i].as_str()).ok_or_else(|| {
-                    NnError::Graph(format!("node `{}` has no input value", node.name))
-                })
-            };
-            let quantized_input;
-            let input = match self.spec.act_quant.get(&node.name) {
-                Some(q) => {
-                    quantized_input = q.apply(get(0)?)?;
-                    &quantized_input
+            let out = {
+                let quantized;
+                let mut inputs: Vec<&Tensor> = Vec::with_capacity(node.inputs.len());
+                for name in &node.inputs {
+                    inputs.push(values.get(name.as_str()).ok_or_else(|| {
+                        NnError::Graph(format!("node `{}` has no input value", node.name))
+                    })?);
                 }
-                None => get(0)?,
-            };
-            let p = |suffix: &str| param(&format!("{}.{suffix}", node.name));
-            let out = match &node.op {
-                Op::Linear { bias, .. } => {
-                    let y = input.matmul(&p("weight")?.t()?)?;
-                    if *bias {
-                        y.broadcast_add(&p("bias")?)?
-                    } else {
-                        y
-                    }
+                // Static activation quantization applies to what a layer reads: its first
+                // input.
+                if let (Some(q), Some(first)) =
+                    (self.spec.act_quant.get(&node.name), inputs.first_mut())
+                {
+                    quantized = q.apply(first)?;
+                    *first = &quantized;
                 }
-                Op::Conv2d {
-                    stride,
-                    padding,
-                    groups,
-                    bias,
-                    ..
-                } => {
-                    let b = if *bias { Some(p("bias")?) } else { None };
-                    crate::conv::conv2d(
-                        input,
-                        &p("weight")?,
-                        b.as_ref(),
-                        *stride,
-                        *padding,
-                        *groups,
-                    )?
-                }
-                Op::BatchNorm2d { eps, momentum, .. } => {
-                    let (b, c, h, w) = input.dims4()?;
-                    if ctx.train {
-                        // One fused kernel (see `batchnorm`); it also returns the batch
-                        // statistics for the running averages.
-                        let (y, mean, var) = crate::batchnorm::batch_norm_train(
-                            input,
-                            &p("weight")?,
-                            &p("bias")?,
-                            *eps,
-                        )?;
-                        let n = (b * h * w) as f64;
-                        let unbiased: Vec<f32> = var
-                            .iter()
-                            .map(|v| (*v as f64 * n / (n - 1.0).max(1.0)) as f32)
-                            .collect();
-                        for (name, batch) in [("running_mean", mean), ("running_var", unbiased)] {
-                            let batch = Tensor::from_vec(batch, c, input.device())?;
-                            let running = p(name)?;
-                            let updated = ((running * (1.0 - momentum))? + (batch * *momentum)?)?;
-                            ctx.buffer_updates
-                                .push((format!("{}.{name}", node.name), updated));
-                        }
-                        y
-                    } else {
-                        // Running statistics fold into one scale and one shift per channel.
-                        let scale = (p("weight")? / (p("running_var")? + *eps)?.sqrt()?)?;
-                        let shift = (p("bias")? - (p("running_mean")? * &scale)?)?;
-                        input
-                            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-                            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?
-                    }
-                }
-                Op::MaxPool2d {
-                    kernel_size,
-                    stride,
-                } => {
-                    let s = stride.unwrap_or(*kernel_size);
-                    crate::conv::max_pool2d(input, *kernel_size, s)?
-                }
-                Op::AvgPool2d {
-                    kernel_size,
-                    stride,
-                } => {
-                    let s = stride.unwrap_or(*kernel_size);
-                    input.avg_pool2d_with_stride(*kernel_size, s)?
-                }
-                Op::GlobalAvgPool => input.flatten_from(2)?.mean(2)?,
-                Op::Relu => input.relu()?,
-                Op::Flatten => input.flatten_from(1)?,
-                Op::Add => (input + get(1)?)?,
-                Op::Dropout { p: rate } => match (&mut ctx.rng, ctx.train && *rate > 0.0) {
-                    (Some(rng), true) => {
-                        use rand::Rng;
-                        let keep = 1.0 - rate;
-                        let mask: Vec<f32> = (0..input.elem_count())
-                            .map(|_| {
-                                if rng.random::<f64>() < keep {
-                                    (1.0 / keep) as f32
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .collect();
-                        (input * Tensor::from_vec(mask, input.dims(), input.device())?)?
-                    }
-                    _ => input.clone(),
-                },
+                let mut env = OpEnv::new(&node.name, param, ctx);
+                node.op.def().forward(&inputs, &mut env)?
             };
             if ctx.capture.contains(&node.name) {
                 ctx.captured.insert(node.name.clone(), out.clone());

@@ -10,6 +10,7 @@ pub mod error;
 pub mod graph;
 pub mod idx;
 pub mod io;
+pub mod ops;
 pub mod tabular;
 pub mod train;
 pub mod zoo;
@@ -17,6 +18,7 @@ pub mod zoo;
 pub use data::{Dataset, Splits};
 pub use error::{NnError, Result};
 pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
+pub use ops::{CostClass, OpDef};
 pub use train::{
     accuracy, predict_logits, train, EpochStats, LossInput, Objective, TrainConfig, TrainReport,
 };

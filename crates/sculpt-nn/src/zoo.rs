@@ -8,6 +8,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::error::{NnError, Result};
 use crate::graph::{Graph, GraphSpec, Node, Op, INPUT};
+use crate::ops::Init;
 
 /// Names of the models `build` knows.
 pub const MODELS: &[&str] = &["mlp", "lenet-300-100", "lenet-5", "resnet-8", "mobilenet-s"];
@@ -289,41 +290,36 @@ pub fn mlp_spec(
     }
 }
 
-/// Initialises the parameters of `spec` with PyTorch's defaults: weights and biases
-/// uniform in ±1/sqrt(fan_in); batch norm with weight 1, bias 0 and unit running statistics.
+/// Initialises the parameters of `spec` with PyTorch's defaults, as each op declares them
+/// (`ops::Init`): weights and biases uniform in ±1/sqrt(fan_in); batch norm with weight 1,
+/// bias 0 and unit running statistics.
 pub fn init(spec: GraphSpec, seed: u64) -> Result<Graph> {
     let mut rng = StdRng::seed_from_u64(seed);
     let device = crate::device();
-    let shapes = spec.param_shapes();
+    let defs = spec.param_defs();
     let mut params = BTreeMap::new();
-    for (name, shape) in &shapes {
-        let count: usize = shape.iter().product();
-        let owner = &name[..name.rfind('.').unwrap_or(0)];
-        let is_bn = spec
-            .node(owner)
-            .is_some_and(|n| matches!(n.op, Op::BatchNorm2d { .. }));
-        let values: Vec<f32> = if is_bn {
-            let fill = if name.ends_with(".weight") || name.ends_with(".running_var") {
-                1.0
-            } else {
-                0.0
-            };
-            vec![fill; count]
-        } else {
-            // A bias shares its layer's fan-in.
-            let weight = format!("{owner}.weight");
-            let fan_in: usize = shapes
-                .iter()
-                .find(|(n, _)| *n == weight)
-                .map_or(1, |(_, s)| s[1..].iter().product());
-            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            (0..count)
-                .map(|_| rng.random_range(-bound..bound))
-                .collect()
+    for (name, def) in &defs {
+        let count: usize = def.shape.iter().product();
+        let values: Vec<f32> = match def.init {
+            Init::Ones => vec![1.0; count],
+            Init::Zeros => vec![0.0; count],
+            Init::FanIn => {
+                // A bias shares its layer's fan-in.
+                let owner = &name[..name.rfind('.').unwrap_or(0)];
+                let weight = format!("{owner}.weight");
+                let fan_in: usize = defs
+                    .iter()
+                    .find(|(n, _)| *n == weight)
+                    .map_or(1, |(_, w)| w.shape[1..].iter().product());
+                let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                (0..count)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect()
+            }
         };
         params.insert(
             name.clone(),
-            Tensor::from_vec(values, shape.clone(), &device)?,
+            Tensor::from_vec(values, def.shape.clone(), &device)?,
         );
     }
     Graph::new(spec, params)
