@@ -27,7 +27,7 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let splits = sculpt_nn::data::load("digits", 42).unwrap();
+    let splits = sculpt_data::load("digits", 42).unwrap();
     println!("{:<44} {:>14}  note", "benchmark", "figure");
 
     // Teacher training throughput.

@@ -42,7 +42,7 @@ fn main() {
         println!("MNIST not found at {dir}; set SCULPT_MNIST to its folder. Skipping.");
         return;
     }
-    let splits = sculpt_nn::data::load(&format!("mnist:{dir}"), 42).unwrap();
+    let splits = sculpt_data::load(&format!("mnist:{dir}"), 42).unwrap();
     let (peak, how) = peak_gflops();
     println!("peak f32: {peak:.0} GFLOP/s ({how})");
     println!(

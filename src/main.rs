@@ -314,7 +314,7 @@ fn train(
     config: sculpt_nn::TrainConfig,
     resume: bool,
 ) -> anyhow::Result<()> {
-    let splits = sculpt_nn::data::load(data, config.seed)?;
+    let splits = sculpt_data::load(data, config.seed)?;
     eprintln!(
         "training {model} on {data}: {} train, {} validation, {} test samples",
         splits.train.len(),
@@ -397,7 +397,7 @@ fn eval(
     json: bool,
 ) -> anyhow::Result<()> {
     let graph = sculpt_nn::io::load(model)?;
-    let splits = sculpt_nn::data::load(data, seed)?;
+    let splits = sculpt_data::load(data, seed)?;
     let accuracy = sculpt_nn::accuracy(&graph, &splits.test)?;
     let profile = sculpt_latency::DeviceProfile::load(profile)?;
     let modelled = sculpt_latency::estimate(&graph, &profile, batch_size)?.total_ms();

@@ -381,7 +381,7 @@ fn train_writes_a_loadable_model_and_metrics() {
     assert!(accuracy > 0.9 && accuracy <= 1.0, "{accuracy}");
     assert_eq!(metrics["params"], 50_826);
     let graph = sculpt_nn::io::load(&out).unwrap();
-    let splits = sculpt_nn::data::load("digits", 42).unwrap();
+    let splits = sculpt_data::load("digits", 42).unwrap();
     let again = sculpt_nn::accuracy(&graph, &splits.test).unwrap();
     assert!((again - accuracy).abs() < 1e-12);
 
@@ -416,10 +416,10 @@ fn synthetic_idx(dir: &Path, n: usize) {
         }
         std::fs::write(
             dir.join(images),
-            sculpt_nn::idx::encode(&[count, 28, 28], &pixels),
+            sculpt_data::idx::encode(&[count, 28, 28], &pixels),
         )
         .unwrap();
-        std::fs::write(dir.join(labels), sculpt_nn::idx::encode(&[count], &ys)).unwrap();
+        std::fs::write(dir.join(labels), sculpt_data::idx::encode(&[count], &ys)).unwrap();
     };
     write("train-images-idx3-ubyte", "train-labels-idx1-ubyte", n);
     write("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n / 4);
@@ -558,7 +558,7 @@ fn bad_data_fails_with_one_clear_error() {
     let stderr = String::from_utf8_lossy(&train(&spec).stderr).to_string();
     assert!(stderr.contains("truncated"), "{stderr}");
 
-    std::fs::write(&labels, sculpt_nn::idx::encode(&[39], &good[8..47])).unwrap();
+    std::fs::write(&labels, sculpt_data::idx::encode(&[39], &good[8..47])).unwrap();
     let stderr = String::from_utf8_lossy(&train(&spec).stderr).to_string();
     assert!(
         stderr.contains("39 labels") && stderr.contains("40 images"),
@@ -692,7 +692,7 @@ prune = 0.25
     );
     // The written model is the one scored: same test accuracy, zeros and grid intact.
     let graph = sculpt_nn::io::load(&out).unwrap();
-    let splits = sculpt_nn::data::load("digits", 42).unwrap();
+    let splits = sculpt_data::load("digits", 42).unwrap();
     assert!((sculpt_nn::accuracy(&graph, &splits.test).unwrap() - accuracy).abs() < 1e-12);
     assert_eq!(graph.weight_bits("fc1.weight"), 4);
     assert!(graph.spec.sparse.contains("fc2.weight"));
@@ -736,6 +736,25 @@ prune = 0.25
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+    // A missing model is named once, with its cause said once.
+    let output = sculpt(&[
+        "compress",
+        "--model",
+        "/no/such/model",
+        "--data",
+        "digits",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("model directory not found").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -574,7 +574,7 @@ impl Campaign {
     pub fn load(path: &Path) -> Result<Campaign> {
         let text = std::fs::read_to_string(path).map_err(|e| CampaignError::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
         Self::parse(&text, path)
     }
@@ -595,7 +595,7 @@ impl Campaign {
             return Err(source.error(raw.name.span(), Some("name"), "must not be empty"));
         }
         let data =
-            sculpt_nn::data::resolve_spec(raw.data.source.get_ref(), base).map_err(|message| {
+            sculpt_data::resolve_spec(raw.data.source.get_ref(), base).map_err(|message| {
                 source.error(raw.data.source.span(), Some("data.source"), message)
             })?;
         let raw_teacher_train = RawTrain {

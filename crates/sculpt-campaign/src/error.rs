@@ -15,13 +15,15 @@ pub enum CampaignError {
         field: String,
         message: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Nn(#[from] sculpt_nn::NnError),
+    #[error(transparent)]
+    Data(#[from] sculpt_data::DataError),
     #[error(transparent)]
     Compress(#[from] sculpt_compress::CompressError),
     #[error(transparent)]

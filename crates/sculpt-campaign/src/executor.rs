@@ -78,7 +78,7 @@ fn fingerprint(campaign: &Campaign) -> Result<String> {
     let mut fingerprint = campaign.fingerprint();
     if let TeacherSource::Weights(dir) = &campaign.teacher {
         let path = dir.join(sculpt_nn::io::WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| CampaignError::Io { path, source: e })?;
+        let bytes = std::fs::read(&path).map_err(|e| CampaignError::Io { path, cause: e })?;
         fingerprint.push_str(&format!("-{:016x}", crate::config::digest(&bytes)));
     }
     Ok(fingerprint)
@@ -311,7 +311,7 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
     let started = Instant::now();
-    let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
+    let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
     // Lock the directory and check that it belongs to this campaign before any training.
     let spec = teacher_spec(campaign, &splits)?;
     let layers = spec.weight_layers();

@@ -127,7 +127,7 @@ impl SensitivitySweep {
             ));
         }
         let model = sculpt_nn::io::load(run.model)?;
-        let splits = sculpt_nn::data::load(run.data, run.seed)?;
+        let splits = sculpt_data::load(run.data, run.seed)?;
         crate::teacher::check_fits(&model.spec, &splits)?;
         let mut points = Vec::new();
         // Layer by layer, so the table reads (and a progress bar advances) one layer at a
@@ -194,7 +194,7 @@ impl SensitivitySweep {
         }
         std::fs::create_dir_all(&self.out).map_err(|e| CampaignError::Io {
             path: self.out.clone(),
-            source: e,
+            cause: e,
         })?;
         let table = self.out.join(sculpt_store::SENSITIVITY_FILE);
         sculpt_store::write_sensitivity(&table, &rows)?;
@@ -239,7 +239,7 @@ mod tests {
 
     /// The digits MLP (64-256-128-10) trained briefly into `dir`.
     fn trained_mlp(dir: &Path) {
-        let splits = sculpt_nn::data::load("digits", 42).unwrap();
+        let splits = sculpt_data::load("digits", 42).unwrap();
         let config = sculpt_nn::TrainConfig {
             epochs: 15,
             batch_size: 64,
@@ -288,7 +288,7 @@ mod tests {
         };
         // One validation sample of accuracy: this MLP tolerates ternary (2-bit) weights in
         // any one layer so well that a layer may gain a sample by chance.
-        let sample = 1.0 / sculpt_nn::data::load("digits", 42).unwrap().val.len() as f64;
+        let sample = 1.0 / sculpt_data::load("digits", 42).unwrap().val.len() as f64;
         let mut total_two = 0.0;
         let mut total_eight = 0.0;
         for layer in ["fc1", "fc2", "fc3"] {

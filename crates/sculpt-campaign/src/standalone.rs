@@ -50,7 +50,7 @@ pub fn compress_model(
     on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
 ) -> Result<CompressMetrics> {
     let teacher = sculpt_nn::io::load(run.model)?;
-    let splits = sculpt_nn::data::load(run.data, run.seed)?;
+    let splits = sculpt_data::load(run.data, run.seed)?;
     crate::teacher::check_fits(&teacher.spec, &splits)?;
     let (plan, settings) = sculpt_compress::load_plan(run.plan, &teacher)?;
     let mut config = sculpt_nn::TrainConfig {
@@ -144,7 +144,7 @@ pub fn trial_plan(
                 trials.len()
             ))
         })?;
-    let splits = sculpt_nn::data::load(&campaign.data, campaign.seed)?;
+    let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
     let spec = crate::executor::teacher_spec(campaign, &splits)?;
     let space = crate::space::search_space(campaign, &sculpt_nn::zoo::init(spec, 0)?)?;
     let point = space.encode(&trial.params).ok_or_else(|| {

@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn eight_bit_activations_barely_change_a_network() {
-        let splits = sculpt_nn::data::load("digits", 1).unwrap();
+        let splits = sculpt_data::load("digits", 1).unwrap();
         let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 1).unwrap();
         let bits: BTreeMap<String, u32> = graph
             .spec

@@ -402,7 +402,7 @@ mod tests {
     }
 
     fn trained_mlp() -> (Graph, sculpt_nn::Splits, Tensor) {
-        let splits = sculpt_nn::data::load("digits", 5).unwrap();
+        let splits = sculpt_data::load("digits", 5).unwrap();
         let mut g = sculpt_nn::zoo::build("mlp", &[64], 10, 5).unwrap();
         let config = TrainConfig {
             epochs: 8,

@@ -59,7 +59,7 @@ impl DeviceProfile {
         if path.extension().is_some_and(|e| e == "toml") || path.exists() {
             let text = std::fs::read_to_string(path).map_err(|e| LatencyError::Io {
                 path: path.to_path_buf(),
-                source: e,
+                cause: e,
             })?;
             return Self::from_toml(&text, path);
         }

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 pub enum NnError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("{path}: {source}")]
+    // Not `source`: the message already carries the cause, and a source would print it
+    // twice in a chain of errors.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Spec { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Data { path: PathBuf, message: String },
     #[error("{path}: tensor `{name}` has shape {found:?} but the model spec expects {expected:?}")]
     ShapeMismatch {
         path: PathBuf,
@@ -28,8 +28,6 @@ pub enum NnError {
     UnexpectedTensor { path: PathBuf, name: String },
     #[error("unknown model `{0}` (known: mlp, lenet-300-100)")]
     UnknownModel(String),
-    #[error("unknown data source `{0}` (known: {known})", known = crate::data::SOURCES.join(", "))]
-    UnknownData(String),
     #[error("invalid graph: {0}")]
     Graph(String),
     #[error("invalid training setting: {0}")]
@@ -45,10 +43,10 @@ pub enum NnError {
 pub type Result<T> = std::result::Result<T, NnError>;
 
 impl NnError {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         NnError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

@@ -1,21 +1,19 @@
 //! sculpt-nn owns the model graph: a plain-data IR of named ops and named parameter
 //! tensors in PyTorch naming, its forward and backward pass on candle, the training loop,
-//! the model zoo, safetensors/spec I/O and the datasets models are trained on. It knows
+//! the model zoo and safetensors/spec I/O. Data sources live in `sculpt-data`. It knows
 //! nothing about search or storage.
 
 pub mod batchnorm;
 pub mod conv;
-pub mod data;
+pub mod dataset;
 pub mod error;
 pub mod graph;
-pub mod idx;
 pub mod io;
 pub mod ops;
-pub mod tabular;
 pub mod train;
 pub mod zoo;
 
-pub use data::{Dataset, Splits};
+pub use dataset::{Dataset, Splits};
 pub use error::{NnError, Result};
 pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
 pub use ops::{CostClass, OpDef};

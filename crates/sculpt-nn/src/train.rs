@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor, Var};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
+use crate::dataset::Dataset;
 use crate::error::{NnError, Result};
 use crate::graph::{ForwardContext, Graph, GraphSpec};
 
@@ -549,13 +549,27 @@ pub fn accuracy(graph: &Graph, data: &Dataset) -> Result<f64> {
 mod tests {
     use super::*;
 
+    /// The embedded digits, every sample as training data, pixels scaled to [0, 1]. (The
+    /// data loaders live in sculpt-data, which depends on this crate.)
+    fn digits() -> Dataset {
+        let raw = smartcore::dataset::digits::load_dataset();
+        let n = raw.num_samples;
+        let x: Vec<f32> = raw.data.iter().map(|v| v / 16.0).collect();
+        let y: Vec<u32> = raw.target.iter().map(|&t| t as u32).collect();
+        Dataset {
+            x: Tensor::from_vec(x, (n, raw.num_features), &crate::device()).unwrap(),
+            y: Tensor::from_vec(y, n, &crate::device()).unwrap(),
+            num_classes: 10,
+        }
+    }
+
     fn digits_run(
         config: &TrainConfig,
         dir: &Path,
         resume: bool,
         stop_after: Option<usize>,
     ) -> Graph {
-        let splits = crate::data::load("digits", 3).unwrap();
+        let train_set = digits();
         let spec = crate::graph::GraphSpec {
             nodes: crate::zoo::mlp_spec("small", &[64], &[32], 10).nodes,
             ..crate::zoo::mlp_spec("small", &[64], &[32], 10)
@@ -569,7 +583,7 @@ mod tests {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             train(
                 &mut graph,
-                &splits.train,
+                &train_set,
                 config,
                 &cross_entropy,
                 &|_, w| Ok(w.clone()),
@@ -616,12 +630,12 @@ mod tests {
                 ..config.clone()
             };
             digits_run(&config, killed.path(), false, Some(2));
-            let splits = crate::data::load("digits", 3).unwrap();
+            let train_set = digits();
             let mut g =
                 crate::zoo::init(crate::zoo::mlp_spec("small", &[64], &[32], 10), 5).unwrap();
             let err = train(
                 &mut g,
-                &splits.train,
+                &train_set,
                 &other,
                 &cross_entropy,
                 &|_, w| Ok(w.clone()),

@@ -145,7 +145,7 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf)> {
     let summary = dir.join("summary.md");
     std::fs::write(&summary, render_summary(report)).map_err(|e| ReportError::Io {
         path: summary.clone(),
-        source: e,
+        cause: e,
     })?;
     let figure = dir.join("pareto.svg");
     crate::plot::plot_pareto(

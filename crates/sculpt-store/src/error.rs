@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}, line {line}: {message}")]
     Corrupt {
@@ -38,9 +38,9 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StoreError {
+pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.into(),
-        source,
+        cause,
     }
 }

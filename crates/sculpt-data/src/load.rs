@@ -5,39 +5,9 @@
 use candle_core::Tensor;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-use crate::error::{NnError, Result};
+use sculpt_nn::{Dataset, Splits};
 
-/// Samples as a `[n, features...]` f32 tensor and labels as a `[n]` u32 tensor.
-#[derive(Debug, Clone)]
-pub struct Dataset {
-    pub x: Tensor,
-    pub y: Tensor,
-    pub num_classes: usize,
-}
-
-impl Dataset {
-    pub fn len(&self) -> usize {
-        self.x.dims()[0]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Shape of one sample.
-    pub fn sample_shape(&self) -> Vec<usize> {
-        self.x.dims()[1..].to_vec()
-    }
-}
-
-/// The three splits of one data source, normalised.
-#[derive(Debug, Clone)]
-pub struct Splits {
-    pub source: String,
-    pub train: Dataset,
-    pub val: Dataset,
-    pub test: Dataset,
-}
+use crate::error::{DataError, Result};
 
 /// Fractions of each class that go to validation and test; the rest is training data.
 pub const VAL_FRACTION: f64 = 0.2;
@@ -148,7 +118,7 @@ pub fn load(spec: &str, seed: u64) -> Result<Splits> {
         let train = read("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
         let test = read("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
         if test.sample_shape != train.sample_shape {
-            return Err(NnError::Data {
+            return Err(DataError::Data {
                 path: dir.to_path_buf(),
                 message: format!(
                     "test images are {:?} but training images are {:?}",
@@ -169,7 +139,7 @@ pub fn load(spec: &str, seed: u64) -> Result<Splits> {
             return split(spec, data, None, seed, Normalisation::PerFeature);
         }
     }
-    Err(NnError::UnknownData(spec.to_string()))
+    Err(DataError::UnknownData(spec.to_string()))
 }
 
 /// Splits `data` by a seeded, stratified shuffle. Without a separate `test` set, each class
@@ -187,14 +157,14 @@ pub fn split(
     for (part, d) in std::iter::once(("data", &data)).chain(test.as_ref().map(|t| ("test data", t)))
     {
         if width == 0 || d.features.len() != d.labels.len() * width {
-            return Err(NnError::Config(format!(
+            return Err(DataError::Config(format!(
                 "{source}: {part}: {} feature values do not make {} samples of {width}",
                 d.features.len(),
                 d.labels.len()
             )));
         }
         if let Some(bad) = d.labels.iter().find(|&&l| l as usize >= data.num_classes) {
-            return Err(NnError::Config(format!(
+            return Err(DataError::Config(format!(
                 "{source}: {part}: label {bad} is out of range for {} classes",
                 data.num_classes
             )));
@@ -237,7 +207,7 @@ pub fn split(
         let y: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
         let mut shape = vec![rows.len()];
         shape.extend_from_slice(&data.sample_shape);
-        let device = crate::device();
+        let device = sculpt_nn::device();
         Ok(Dataset {
             x: Tensor::from_vec(x, shape, &device)?,
             y: Tensor::from_vec(y, rows.len(), &device)?,

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::error::{NnError, Result};
+use crate::error::{DataError, Result};
 
 /// One IDX array of unsigned bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,8 +15,8 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-fn bad(path: &Path, message: impl Into<String>) -> NnError {
-    NnError::Data {
+fn bad(path: &Path, message: impl Into<String>) -> DataError {
+    DataError::Data {
         path: path.to_path_buf(),
         message: message.into(),
     }
@@ -24,7 +24,7 @@ fn bad(path: &Path, message: impl Into<String>) -> NnError {
 
 /// Reads an IDX file; gzip is recognised by its magic bytes, whatever the file is called.
 pub fn read(path: &Path) -> Result<IdxArray> {
-    let raw = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw.as_slice())
@@ -98,7 +98,7 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(NnError::io(
+    Err(DataError::io(
         dir.join(name),
         std::io::Error::new(
             std::io::ErrorKind::NotFound,

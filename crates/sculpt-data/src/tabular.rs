@@ -12,11 +12,11 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::data::RawData;
-use crate::error::{NnError, Result};
+use crate::error::{DataError, Result};
+use crate::load::RawData;
 
-fn bad(path: &Path, message: impl Into<String>) -> NnError {
-    NnError::Data {
+fn bad(path: &Path, message: impl Into<String>) -> DataError {
+    DataError::Data {
         path: path.to_path_buf(),
         message: message.into(),
     }
@@ -25,7 +25,7 @@ fn bad(path: &Path, message: impl Into<String>) -> NnError {
 /// Reads a CSV or parquet table (`kind` is "csv" or "parquet") with the label column `label`.
 pub fn read_table(kind: &str, path: &Path, label: &str) -> Result<RawData> {
     if !path.is_file() {
-        return Err(NnError::io(
+        return Err(DataError::io(
             path,
             std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
         ));
@@ -129,7 +129,7 @@ pub fn read_table(kind: &str, path: &Path, label: &str) -> Result<RawData> {
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 
 fn read_cifar_batch(path: &Path, into: &mut RawData) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
         return Err(bad(
             path,
