@@ -64,6 +64,7 @@ struct RawSearch {
     trials: Spanned<i64>,
     population: Option<Spanned<i64>>,
     max_minutes: Option<Spanned<f64>>,
+    objective: Option<Spanned<String>>,
     sensitivity: Option<Spanned<RawSensitivity>>,
 }
 
@@ -72,8 +73,24 @@ const SEARCH_FIELDS: &[&str] = &[
     "trials",
     "population",
     "max_minutes",
+    "objective",
     "sensitivity",
 ];
+
+fn is_latency(o: &Objective) -> bool {
+    *o == Objective::Latency
+}
+
+/// What the search trades accuracy against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Predicted latency (the default): for a deployment under a latency budget.
+    #[default]
+    Latency,
+    /// Size in bytes: for a deployment where storage or download size is what counts.
+    Size,
+}
 
 /// `[search] sensitivity = { table = "…/sensitivity.parquet", max_drop = 0.01 }`.
 #[derive(Debug, Deserialize)]
@@ -204,6 +221,11 @@ pub struct Campaign {
     pub strategy: StrategyKind,
     pub trials: usize,
     pub max_minutes: Option<f64>,
+    /// The second objective, beside the error rate.
+    // Left out when it is the default, so campaigns from before the field keep their
+    // fingerprint.
+    #[serde(skip_serializing_if = "is_latency")]
+    pub objective: Objective,
     /// The knobs searched, in the knob table's order.
     pub knobs: Vec<KnobSearch>,
     /// A sensitivity table that narrows the per-layer knobs' domains, if one is given.
@@ -702,6 +724,20 @@ impl Campaign {
             Some(m) => Some(*m.get_ref()),
             None => None,
         };
+        let objective = match &search.objective {
+            None => Objective::Latency,
+            Some(o) => match o.get_ref().as_str() {
+                "latency" => Objective::Latency,
+                "size" => Objective::Size,
+                other => {
+                    return Err(source.error(
+                        o.span(),
+                        Some("search.objective"),
+                        format!("unknown objective `{other}` (known: latency, size)"),
+                    ))
+                }
+            },
+        };
         let sensitivity = match &search.sensitivity {
             Some(raw) => Some(source.sensitivity(raw, base)?),
             None => None,
@@ -763,6 +799,7 @@ impl Campaign {
             strategy,
             trials,
             max_minutes,
+            objective,
             knobs,
             sensitivity,
             plan,
@@ -821,6 +858,17 @@ mod tests {
         assert_eq!(c.fingerprint(), more.fingerprint());
         let other = parse(&QUICKSTART.replace("seed = 42", "seed = 43")).unwrap();
         assert_ne!(c.fingerprint(), other.fingerprint());
+        assert_eq!(c.objective, Objective::Latency);
+        let size =
+            parse(&QUICKSTART.replace("trials = 80", "trials = 80\nobjective = \"size\"")).unwrap();
+        assert_eq!(size.objective, Objective::Size);
+        assert_ne!(c.fingerprint(), size.fingerprint());
+        let bad = QUICKSTART.replace("trials = 80", "trials = 80\nobjective = \"speed\"");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("search.objective") && err.contains("unknown objective `speed`"),
+            "{err}"
+        );
     }
 
     fn line_of(text: &str, needle: &str) -> usize {

@@ -383,7 +383,7 @@ pub fn run(
         let history: Vec<_> = store
             .trials()
             .iter()
-            .map(|t| trial_view(t, &space, campaign.budget_ms))
+            .map(|t| trial_view(t, &space, campaign.objective, campaign.budget_ms))
             .collect();
         let trial_id = store
             .trials()
@@ -399,7 +399,12 @@ pub fn run(
             proposal.generation,
         );
         store.append(record.clone())?;
-        strategy.tell(&trial_view(&record, &space, campaign.budget_ms));
+        strategy.tell(&trial_view(
+            &record,
+            &space,
+            campaign.objective,
+            campaign.budget_ms,
+        ));
         let p = progress(campaign, store.trials(), &teacher_record);
         for o in observers.iter_mut() {
             o.on_trial(&record, &p);

@@ -12,7 +12,7 @@ pub mod space;
 pub mod standalone;
 pub mod teacher;
 
-pub use config::{Campaign, KnobDomain, KnobSearch, StrategyKind, TeacherSource};
+pub use config::{Campaign, KnobDomain, KnobSearch, Objective, StrategyKind, TeacherSource};
 pub use error::{CampaignError, Result};
 pub use executor::{evaluate_teacher, run, RunOutcome};
 pub use observe::{Observer, Progress, ProgressBar};

@@ -18,7 +18,7 @@ use sculpt_nn::Graph;
 use sculpt_search::{Dimension, Point, SearchSpace, TrialState, TrialView};
 use sculpt_store::{SensitivityRow, TrialRecord, TrialState as StoredState};
 
-use crate::config::{matches_pattern, Campaign, KnobDomain, SensitivityLimit};
+use crate::config::{matches_pattern, Campaign, KnobDomain, Objective, SensitivityLimit};
 use crate::error::{CampaignError, Result};
 
 /// One coordinate of a campaign's space: a knob at a layer, and how its point value maps
@@ -381,10 +381,14 @@ fn describe(domain: &KnobDomain) -> String {
     }
 }
 
-/// The objectives a strategy minimises: error rate and latency.
-pub fn objectives(record: &TrialRecord) -> Option<Vec<f64>> {
-    match (record.state, record.accuracy, record.latency_ms) {
-        (StoredState::Complete, Some(a), Some(l)) => Some(vec![1.0 - a, l]),
+/// The objectives a strategy minimises: the error rate, and latency or size.
+pub fn objectives(record: &TrialRecord, objective: Objective) -> Option<Vec<f64>> {
+    let second = match objective {
+        Objective::Latency => record.latency_ms,
+        Objective::Size => record.size_bytes.map(|b| b as f64),
+    };
+    match (record.state, record.accuracy, second) {
+        (StoredState::Complete, Some(a), Some(x)) => Some(vec![1.0 - a, x]),
         _ => None,
     }
 }
@@ -396,6 +400,7 @@ pub fn objectives(record: &TrialRecord) -> Option<Vec<f64>> {
 pub fn trial_view(
     record: &TrialRecord,
     space: &CampaignSpace,
+    objective: Objective,
     budget_ms: Option<f64>,
 ) -> TrialView {
     let encoded = space.encode(&record.params);
@@ -403,7 +408,7 @@ pub fn trial_view(
         Some(p) => space.space.nearest(p),
         None => space.space.nearest(&vec![f64::NAN; space.space.len()]),
     };
-    let objectives = encoded.and(objectives(record));
+    let objectives = encoded.and(objectives(record, objective));
     let violation = match (budget_ms, record.latency_ms) {
         (Some(b), Some(l)) => (l - b).max(0.0),
         _ => 0.0,
