@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Tensor, Var};
 use sculpt_nn::graph::INPUT;
-use sculpt_nn::{Dataset, Graph, Node, Op};
+use sculpt_nn::{ChannelRule, Dataset, Graph, Node, Op};
 
 use crate::error::{layer_error, CompressError, Result};
 /// The importance criteria are the plan's own enum, so a plan's `prune.importance` passes
@@ -148,21 +148,15 @@ impl DisjointSets {
     }
 }
 
-fn is_depthwise(op: &Op) -> bool {
-    matches!(op, Op::Conv2d { in_channels, out_channels, groups, .. }
-        if *groups > 1 && groups == in_channels && in_channels == out_channels)
+/// How `op`'s channels relate to its inputs' (the op's own definition says).
+fn rule(op: &Op) -> ChannelRule {
+    op.def().channels()
 }
 
-/// Layers that create a fresh channel space: their output channels can be chosen freely.
-fn is_producer(op: &Op) -> bool {
-    matches!(op, Op::Linear { .. } | Op::Conv2d { groups: 1, .. })
-}
-
-fn has_bias(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Linear { bias: true, .. } | Op::Conv2d { bias: true, .. }
-    )
+/// The local names of `op`'s tensors that are per channel along dimension 0 (a producer's
+/// weight and bias, a batch norm's parameters and statistics, a depthwise filter).
+fn per_channel_params(op: &Op) -> Vec<&'static str> {
+    op.def().params().iter().map(|p| p.name).collect()
 }
 
 /// The channel groups of `graph`, ordered by their first member, blocked ones included.
@@ -194,24 +188,21 @@ pub fn dependency_groups(graph: &Graph) -> Result<Vec<PruneGroup>> {
     let mut tied_in_blocks: Vec<(usize, String)> = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let (output, input) = (i + 1, input_of(node, 0));
-        match &node.op {
-            op if is_producer(op) => {}
-            op if is_depthwise(op) => sets.union(output, input),
-            Op::Conv2d { groups, .. } => {
+        match rule(&node.op) {
+            ChannelRule::Produce => {}
+            ChannelRule::Depthwise | ChannelRule::Follow => sets.union(output, input),
+            ChannelRule::Blocked(why) => {
                 // Each block of input channels feeds its own block of outputs, so removing
                 // one channel would break the block structure: leave both sides alone.
-                let reason = format!(
-                    "the grouped convolution `{}` ({groups} groups) ties its channels in blocks",
-                    node.name
-                );
+                let reason = format!("`{}` ({}): {why}", node.name, node.op.kind());
                 tied_in_blocks.push((input, reason.clone()));
                 tied_in_blocks.push((output, reason));
             }
-            Op::Add => {
-                sets.union(output, input);
-                sets.union(output, input_of(node, 1));
+            ChannelRule::Join => {
+                for k in 0..node.inputs.len() {
+                    sets.union(output, input_of(node, k));
+                }
             }
-            _ => sets.union(output, input),
         }
     }
 
@@ -219,7 +210,7 @@ pub fn dependency_groups(graph: &Graph) -> Result<Vec<PruneGroup>> {
     let mut group_of_root: BTreeMap<usize, usize> = BTreeMap::new();
     let mut groups: Vec<PruneGroup> = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        if !is_producer(&node.op) {
+        if rule(&node.op) != ChannelRule::Produce {
             continue;
         }
         let root = sets.find(i + 1);
@@ -272,13 +263,12 @@ pub fn dependency_groups(graph: &Graph) -> Result<Vec<PruneGroup>> {
         let n = &node.name;
         let own = group_of_root.get(&sets.find(i + 1)).copied();
         let read = group_of_root.get(&sets.find(input_of(node, 0))).copied();
-        match &node.op {
-            op if is_producer(op) => {
+        match rule(&node.op) {
+            ChannelRule::Produce => {
                 if let Some(g) = own {
                     let group = &mut groups[g];
-                    group.slices.push(slice(format!("{n}.weight"), 0, 1));
-                    if has_bias(op) {
-                        group.slices.push(slice(format!("{n}.bias"), 0, 1));
+                    for p in per_channel_params(&node.op) {
+                        group.slices.push(slice(format!("{n}.{p}"), 0, 1));
                     }
                     // A Linear member whose width is not the group's channel count (its
                     // output is summed with a flattened image) would need its rows cut
@@ -291,9 +281,13 @@ pub fn dependency_groups(graph: &Graph) -> Result<Vec<PruneGroup>> {
                 }
                 if let Some(g) = read {
                     let group = &mut groups[g];
-                    let expansion = match &node.op {
-                        Op::Linear { in_features, .. } => in_features / group.channels.max(1),
-                        _ => 1,
+                    // Each input channel is `expansion` consecutive columns of the weight:
+                    // one for a convolution, h·w for a Linear layer after a flatten.
+                    let columns = shapes[input_of(node, 0)].iter().product::<usize>();
+                    let expansion = if shapes[input_of(node, 0)].len() == 1 {
+                        columns / group.channels.max(1)
+                    } else {
+                        1
                     };
                     group.consumers.push(Consumer {
                         layer: n.clone(),
@@ -304,26 +298,26 @@ pub fn dependency_groups(graph: &Graph) -> Result<Vec<PruneGroup>> {
                         .push(slice(format!("{n}.weight"), 1, expansion));
                 }
             }
-            op if is_depthwise(op) => {
+            ChannelRule::Depthwise => {
                 if let Some(g) = own {
                     let group = &mut groups[g];
                     group.depthwise.push(n.clone());
-                    group.slices.push(slice(format!("{n}.weight"), 0, 1));
-                    if has_bias(op) {
-                        group.slices.push(slice(format!("{n}.bias"), 0, 1));
+                    for p in per_channel_params(&node.op) {
+                        group.slices.push(slice(format!("{n}.{p}"), 0, 1));
                     }
                 }
             }
-            Op::BatchNorm2d { .. } => {
-                if let Some(g) = own {
+            ChannelRule::Follow => {
+                let params = per_channel_params(&node.op);
+                if let (Some(g), false) = (own, params.is_empty()) {
                     let group = &mut groups[g];
                     group.batch_norms.push(n.clone());
-                    for t in ["weight", "bias", "running_mean", "running_var"] {
-                        group.slices.push(slice(format!("{n}.{t}"), 0, 1));
+                    for p in params {
+                        group.slices.push(slice(format!("{n}.{p}"), 0, 1));
                     }
                 }
             }
-            _ => {}
+            ChannelRule::Join | ChannelRule::Blocked(_) => {}
         }
     }
     // Reasons in order of what a user most needs to hear.
@@ -393,7 +387,7 @@ fn group_index(graph: &Graph, groups: &[PruneGroup], layer: &str) -> Result<usiz
             Some(reason) => Err(layer_error(layer, format!("cannot be pruned: {reason}"))),
         };
     }
-    if is_depthwise(&node.op) {
+    if rule(&node.op) == ChannelRule::Depthwise {
         let owner = groups
             .iter()
             .find(|g| g.depthwise.iter().any(|d| d == layer))
@@ -406,13 +400,8 @@ fn group_index(graph: &Graph, groups: &[PruneGroup], layer: &str) -> Result<usiz
             ),
         ));
     }
-    if let Op::Conv2d { groups: n, .. } = node.op {
-        return Err(layer_error(
-            layer,
-            format!(
-                "cannot be pruned: a grouped convolution ({n} groups) ties its channels in blocks"
-            ),
-        ));
+    if let ChannelRule::Blocked(why) = rule(&node.op) {
+        return Err(layer_error(layer, format!("cannot be pruned: {why}")));
     }
     Err(layer_error(
         layer,
@@ -781,39 +770,10 @@ pub fn remove_channels(graph: &Graph, keep: &BTreeMap<String, Vec<usize>>) -> Re
             let batch_norm = group.batch_norms.contains(&node.name);
             let consumer = group.consumers.iter().find(|c| c.layer == node.name);
             // A layer may both produce and read the same channels (a residual block of one
-            // convolution), so each role edits its own field.
-            match &mut node.op {
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    ..
-                } => {
-                    if member {
-                        *out_features = n;
-                    }
-                    if let Some(c) = consumer {
-                        *in_features = n * c.expansion;
-                    }
-                }
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    groups: conv_groups,
-                    ..
-                } => {
-                    if depthwise {
-                        (*in_channels, *out_channels, *conv_groups) = (n, n, n);
-                    }
-                    if member {
-                        *out_channels = n;
-                    }
-                    if let Some(c) = consumer {
-                        *in_channels = n * c.expansion;
-                    }
-                }
-                Op::BatchNorm2d { num_features, .. } if batch_norm => *num_features = n,
-                _ => {}
-            }
+            // convolution), so each role sets its own count.
+            let output = (member || depthwise || batch_norm).then_some(n);
+            let input = consumer.map(|c| n * c.expansion);
+            node.op.resize_channels(input, output);
         }
     }
     // Re-check the whole graph: shapes must still chain.

@@ -16,7 +16,7 @@ pub mod zoo;
 pub use dataset::{Dataset, Splits};
 pub use error::{NnError, Result};
 pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
-pub use ops::{CostClass, OpDef};
+pub use ops::{ChannelRule, CostClass, OpDef};
 pub use train::{
     accuracy, predict_logits, train, EpochStats, LossInput, Objective, TrainConfig, TrainReport,
 };

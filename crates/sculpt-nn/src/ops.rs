@@ -9,13 +9,14 @@
 //! 2. a struct with the same fields that implements [`OpDef`]: `kind` (PyTorch's class
 //!    name), `arity` if it is not 1, `params` (every parameter and buffer by local name,
 //!    with shape and initialisation; buffer names must satisfy [`GraphSpec::is_buffer`]),
-//!    `infer` (validation, output shape and FLOPs per sample), `forward` (both modes) and
-//!    `cost`;
-//! 3. one arm in [`Op::def`] that builds the struct from the variant.
+//!    `infer` (validation, output shape and FLOPs per sample), `forward` (both modes),
+//!    `cost`, and `channels` if the op does not simply keep its input's channels;
+//! 3. one arm in [`Op::def`] that builds the struct from the variant, and, if the op has
+//!    channel-count fields, an arm in [`Op::resize_channels`].
 //!
-//! Compression passes that rewrite particular ops (pruning, folding, low-rank
-//! factorisation) still match on the variants they know; a new op is simply left alone
-//! by them.
+//! Structured pruning asks only `channels`, `params` and `resize_channels`. Passes that
+//! rewrite particular ops (folding, low-rank factorisation) still match on the variants
+//! they know; a new op is simply left alone by them.
 //!
 //! [`GraphSpec::is_buffer`]: crate::GraphSpec::is_buffer
 
@@ -101,6 +102,53 @@ fn default_momentum() -> f64 {
 impl Op {
     /// The op's definition. This match is the only place that turns a variant into its
     /// behaviour; everything else asks the returned [`OpDef`].
+    /// Sets the op's channel counts after structured pruning: `input` for the channels it
+    /// reads through its weight (a producer), `output` for the channels it makes or keeps.
+    /// Ops without such fields are unchanged.
+    pub fn resize_channels(&mut self, input: Option<usize>, output: Option<usize>) {
+        match self {
+            Op::Linear {
+                in_features,
+                out_features,
+                ..
+            } => {
+                if let Some(n) = input {
+                    *in_features = n;
+                }
+                if let Some(n) = output {
+                    *out_features = n;
+                }
+            }
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                groups,
+                ..
+            } => {
+                let depthwise =
+                    *groups > 1 && *groups == *in_channels && *in_channels == *out_channels;
+                if depthwise {
+                    if let Some(n) = output.or(input) {
+                        (*in_channels, *out_channels, *groups) = (n, n, n);
+                    }
+                } else {
+                    if let Some(n) = input {
+                        *in_channels = n;
+                    }
+                    if let Some(n) = output {
+                        *out_channels = n;
+                    }
+                }
+            }
+            Op::BatchNorm2d { num_features, .. } => {
+                if let Some(n) = output {
+                    *num_features = n;
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn def(&self) -> Box<dyn OpDef> {
         match *self {
             Op::Linear {
@@ -199,6 +247,31 @@ pub trait OpDef {
 
     /// How latency models charge the op.
     fn cost(&self) -> CostClass;
+
+    /// How the op's channels relate to its inputs', for structured pruning.
+    fn channels(&self) -> ChannelRule {
+        ChannelRule::Follow
+    }
+}
+
+/// How an op's output channels relate to its inputs', which is all structured pruning
+/// needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRule {
+    /// Starts a new channel space: its output channels (dimension 0 of each of its
+    /// parameters) can be chosen freely, and it reads its input's channels through
+    /// dimension 1 of its weight (Linear, an ungrouped convolution).
+    Produce,
+    /// Keeps channel `c` of its input at index `c` (element-wise ops, pooling, flatten);
+    /// any parameters it has are per channel along dimension 0 (batch norm).
+    Follow,
+    /// A depthwise convolution: it follows its input's channels, with per-channel
+    /// parameters along dimension 0, and its groups equal its channels.
+    Depthwise,
+    /// Puts all its inputs and its output in one channel space (a residual sum).
+    Join,
+    /// Ties channels in blocks, so that none can be removed through it; the reason.
+    Blocked(String),
 }
 
 /// One parameter or buffer of an op.
@@ -387,6 +460,10 @@ impl OpDef for Linear {
     fn cost(&self) -> CostClass {
         CostClass::Weighted
     }
+
+    fn channels(&self) -> ChannelRule {
+        ChannelRule::Produce
+    }
 }
 
 /// 2-D convolution, grouped or depthwise.
@@ -477,6 +554,16 @@ impl OpDef for Conv2d {
 
     fn cost(&self) -> CostClass {
         CostClass::Weighted
+    }
+
+    fn channels(&self) -> ChannelRule {
+        if self.groups == 1 {
+            ChannelRule::Produce
+        } else if self.groups == self.in_channels && self.in_channels == self.out_channels {
+            ChannelRule::Depthwise
+        } else {
+            ChannelRule::Blocked(format!("{} groups tie its channels in blocks", self.groups))
+        }
     }
 }
 
@@ -745,6 +832,10 @@ impl OpDef for Add {
 
     fn cost(&self) -> CostClass {
         CostClass::Elementwise
+    }
+
+    fn channels(&self) -> ChannelRule {
+        ChannelRule::Join
     }
 }
 
