@@ -23,12 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model from the zoo and write model.toml, model.safetensors and metrics.json.
+    /// Train a zoo model, or a custom architecture from a model spec, and write model.toml,
+    /// model.safetensors and metrics.json.
     Train {
-        /// Zoo model: mlp, lenet-300-100, lenet-5, resnet-8, mobilenet-s.
+        /// Zoo model (mlp, lenet-300-100, lenet-5, resnet-8, mobilenet-s) or a model spec (.toml).
         #[arg(long)]
         model: String,
-        /// Data source: digits, mnist:DIR or idx:DIR.
+        /// Data source: digits, mnist:DIR, idx:DIR, cifar10:DIR, csv:PATH[#LABEL] or parquet:PATH[#LABEL].
         #[arg(long, default_value = "digits")]
         data: String,
         /// Output directory.
@@ -102,9 +103,10 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// Seed of the data split (the model's own) and of fine-tuning.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        /// Seed of the data split and of fine-tuning [default: the one in the model's
+        /// metrics.json, else 42].
+        #[arg(long)]
+        seed: Option<u64>,
         /// Fine-tuning epochs, overriding the plan's [finetune] (0: none).
         #[arg(long)]
         epochs: Option<usize>,
@@ -194,6 +196,16 @@ fn main() -> ExitCode {
             });
             ExitCode::from(if is_config { 2 } else { 1 })
         }
+    }
+}
+
+/// Adds `context` to a library error, except to a mistake in an input file, whose message
+/// already names the file, line and field.
+fn in_context(error: CampaignError, context: impl FnOnce() -> String) -> anyhow::Error {
+    if error.is_config() {
+        anyhow::Error::new(error)
+    } else {
+        anyhow::Error::new(error).context(context())
     }
 }
 
@@ -446,22 +458,29 @@ fn compress(run: &sculpt_campaign::CompressRun, json: bool) -> anyhow::Result<()
         bar.set_position(s.epoch as u64);
         bar.set_message(format!("loss {:.4}", s.loss));
     })
-    .with_context(|| {
-        format!(
-            "compressing {} by {}",
-            run.model.display(),
-            run.plan.display()
-        )
-    })?;
+    .map_err(|e| in_context(e, || format!("compressing {}", run.model.display())))?;
     bar.finish_and_clear();
+    for w in &metrics.warnings {
+        eprintln!("warning: {w}");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
         println!(
-            "passes: {}; fine-tuned {} epochs in {:.1} s",
-            metrics.passes.join(" > "),
+            "passes: {}; fine-tuned {} epoch{} in {:.1} s (seed {})",
+            if metrics.passes.is_empty() {
+                "none".to_string()
+            } else {
+                metrics.passes.join(" > ")
+            },
             metrics.finetune_epochs,
-            metrics.finetune_seconds
+            if metrics.finetune_epochs == 1 {
+                ""
+            } else {
+                "s"
+            },
+            metrics.finetune_seconds,
+            metrics.seed
         );
         println!(
             "test accuracy {:.2}% (teacher {:.2}%, {:+.2} points; {:.2}% before fine-tuning), validation {:.2}%",
@@ -606,7 +625,7 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
     let outcome = sculpt_campaign::run(&campaign, &out, &mut [&mut progress], &stop)
-        .with_context(|| format!("campaign {}", path.display()))?;
+        .map_err(|e| in_context(e, || format!("campaign {}", path.display())))?;
     if let Some(reason) = &outcome.stopped_early {
         println!("stopped early: {reason}");
     }

@@ -279,6 +279,21 @@ fn campaign_runs_resumes_and_reproduces() {
     ]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no trial 99"));
+    // A changed campaign file would rebuild other plans than its trials ran: refused.
+    let changed = sculpt(&[
+        "plan",
+        other.to_str().unwrap(),
+        "--trial",
+        "3",
+        "--dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(changed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&changed.stderr).contains("holds trials of campaign"),
+        "{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
 }
 
 #[test]
@@ -736,6 +751,29 @@ prune = 0.25
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+    // The model's own seed is the default; another one is allowed but warned about.
+    assert_eq!(metrics["seed"], 42);
+    let other_seed = sculpt(&[
+        "compress",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        tmp.path().join("seed3").to_str().unwrap(),
+        "--seed",
+        "3",
+        "--epochs",
+        "0",
+    ]);
+    assert!(other_seed.status.success());
+    let stderr = String::from_utf8_lossy(&other_seed.stderr);
+    assert!(
+        stderr.contains("warning:") && stderr.contains("seed 42") && stderr.contains("seed 3"),
+        "{stderr}"
+    );
     // A missing model is named once, with its cause said once.
     let output = sculpt(&[
         "compress",

@@ -74,7 +74,7 @@ pub(crate) fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<Graph
 
 /// The campaign's fingerprint, extended by a digest of user-supplied teacher weights, so
 /// trials distilled from one teacher never mix with trials from another.
-fn fingerprint(campaign: &Campaign) -> Result<String> {
+pub(crate) fn fingerprint(campaign: &Campaign) -> Result<String> {
     let mut fingerprint = campaign.fingerprint();
     if let TeacherSource::Weights(dir) = &campaign.teacher {
         let path = dir.join(sculpt_nn::io::WEIGHTS_FILE);

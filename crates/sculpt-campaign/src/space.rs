@@ -12,6 +12,7 @@
 //! rebuilds the same space.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use sculpt_compress::{CompressionPlan, Knob, ParamValue, KNOBS};
 use sculpt_nn::Graph;
@@ -170,17 +171,19 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
                 .cloned()
                 .collect();
             if matched.is_empty() {
-                return Err(CampaignError::Invalid(format!(
-                    "{}:{}:{}: field `search.{}.layers`: \"{}\" matches no layer of `{}` that takes `{}` (those are: {})",
-                    campaign.path.display(),
-                    k.at.0,
-                    k.at.1,
-                    k.knob,
-                    k.layers,
-                    teacher.spec.name,
-                    k.knob,
-                    eligible.join(", ")
-                )));
+                return Err(CampaignError::Config {
+                    path: campaign.path.clone(),
+                    line: k.at.0,
+                    column: k.at.1,
+                    field: format!("field `search.{}.layers`: ", k.knob),
+                    message: format!(
+                        "\"{}\" matches no layer of `{}` that takes `{}` (those are: {})",
+                        k.layers,
+                        teacher.spec.name,
+                        k.knob,
+                        eligible.join(", ")
+                    ),
+                });
             }
             matched
         } else {
@@ -223,25 +226,44 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
             ),
             _ => String::new(),
         };
-        return Err(CampaignError::Invalid(format!(
-            "{}: {why}the campaign searches nothing: give at least one [search.<knob>] with a range or choices (knobs: {})",
-            campaign.path.display(),
-            sculpt_compress::knobs::knob_names().join(", ")
-        )));
+        return Err(CampaignError::Config {
+            path: campaign.path.clone(),
+            line: 1,
+            column: 1,
+            field: "field `search`: ".into(),
+            message: format!(
+                "{why}the campaign searches nothing: give at least one [search.<knob>] with a range or choices (knobs: {})",
+                sculpt_compress::knobs::knob_names().join(", ")
+            ),
+        });
     }
     let dims = searched.iter().filter_map(Coordinate::dimension).collect();
     let base = match &campaign.plan {
         Some(base) => {
-            let (plan, _) = sculpt_compress::read_plan(&base.text, &campaign.path, teacher)
+            // The plan is read as its own text, so positions inside it mean nothing in
+            // the campaign file: the error points at the [plan] table and names the field.
+            let (plan, _) = sculpt_compress::read_plan(&base.text, Path::new("plan"), teacher)
                 .map_err(|e| {
-                    CampaignError::Invalid(format!(
-                        "[plan] at line {}: {}",
-                        base.at.0,
-                        e.to_string().replace(
-                            &format!("{}:", campaign.path.display()),
-                            &format!("{}: plan.", campaign.path.display())
-                        )
-                    ))
+                    let text = e.to_string();
+                    let message = text.strip_prefix("plan:").unwrap_or(&text).trim_start();
+                    // Drop a "line:column: " prefix of the plan's own text.
+                    let message = match message.split_once(": ") {
+                        Some((pos, rest))
+                            if pos
+                                .split(':')
+                                .all(|p| p.chars().all(|c| c.is_ascii_digit())) =>
+                        {
+                            rest
+                        }
+                        _ => message,
+                    };
+                    CampaignError::Config {
+                        path: campaign.path.clone(),
+                        line: base.at.0,
+                        column: base.at.1,
+                        field: "in [plan]: ".into(),
+                        message: message.to_string(),
+                    }
                 })?;
             plan
         }
@@ -431,7 +453,6 @@ pub fn trial_view(
 mod tests {
     use super::*;
     use rand::SeedableRng;
-    use std::path::Path;
 
     /// A campaign that searches every knob, each over all the values it can take.
     fn every_knob() -> String {

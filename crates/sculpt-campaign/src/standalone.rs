@@ -29,6 +29,11 @@ pub struct CompressMetrics {
     pub passes: Vec<String>,
     pub finetune_epochs: usize,
     pub finetune_seconds: f64,
+    /// The seed of the data split and of fine-tuning.
+    pub seed: u64,
+    /// Things the user should know, such as a seed that differs from the model's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Settings of one `compress` run besides the plan file.
@@ -38,7 +43,9 @@ pub struct CompressRun<'a> {
     pub data: &'a str,
     pub plan: &'a Path,
     pub out: &'a Path,
-    pub seed: u64,
+    /// The seed of the data split and of fine-tuning; by default the one the model was
+    /// trained with (from its `metrics.json`), else 42.
+    pub seed: Option<u64>,
     /// Fine-tuning epochs; overrides the plan file's. Zero skips fine-tuning.
     pub epochs: Option<usize>,
 }
@@ -50,7 +57,26 @@ pub fn compress_model(
     on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
 ) -> Result<CompressMetrics> {
     let teacher = sculpt_nn::io::load(run.model)?;
-    let splits = sculpt_data::load(run.data, run.seed)?;
+    // The validation and test splits are cut by the seed, so only the model's own seed
+    // keeps them unseen by it.
+    let trained: Option<crate::TrainMetrics> =
+        std::fs::read_to_string(run.model.join(sculpt_nn::io::METRICS_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let seed = run.seed.or(trained.as_ref().map(|m| m.seed)).unwrap_or(42);
+    let mut warnings = Vec::new();
+    if let Some(m) = trained
+        .as_ref()
+        .filter(|m| m.seed != seed && m.data == run.data)
+    {
+        warnings.push(format!(
+            "{} was trained with seed {} but the data is split with seed {seed}: it has seen \
+             part of the validation and test splits, so its accuracies will be optimistic",
+            run.model.display(),
+            m.seed
+        ));
+    }
+    let splits = sculpt_data::load(run.data, seed)?;
     crate::teacher::check_fits(&teacher.spec, &splits)?;
     let (plan, settings) = sculpt_compress::load_plan(run.plan, &teacher)?;
     let mut config = sculpt_nn::TrainConfig {
@@ -58,7 +84,7 @@ pub fn compress_model(
         batch_size: 64,
         learning_rate: 1e-3,
         weight_decay: 0.0,
-        seed: run.seed,
+        seed,
         ..sculpt_nn::TrainConfig::default()
     };
     if let Some(e) = settings.epochs {
@@ -108,12 +134,11 @@ pub fn compress_model(
         teacher_size_bytes: teacher_size,
         teacher_params: teacher.num_params() as u64,
         compression_ratio: teacher_size as f64 / accounting.size_bytes.max(1) as f64,
-        passes: passes
-            .iter()
-            .map(|p| format!("{p:?}").to_lowercase())
-            .collect(),
+        passes: passes.iter().map(|p| p.name().to_string()).collect(),
         finetune_epochs: config.epochs,
         finetune_seconds: seconds,
+        seed,
+        warnings,
     };
     sculpt_nn::io::save(&student, run.out)?;
     let plan_text =
@@ -133,7 +158,19 @@ pub fn trial_plan(
     dir: &Path,
     trial_id: u64,
 ) -> Result<(sculpt_compress::CompressionPlan, sculpt_nn::TrainConfig)> {
-    let (_, trials) = sculpt_store::Store::read(dir)?;
+    let (meta, trials) = sculpt_store::Store::read(dir)?;
+    let fingerprint = crate::executor::fingerprint(campaign)?;
+    if meta.fingerprint != fingerprint || meta.name != campaign.name {
+        return Err(crate::CampaignError::Invalid(format!(
+            "{} holds trials of campaign `{}` ({}), not of {} as it is now ({}); a changed \
+             campaign file would rebuild other plans than the trials ran",
+            dir.display(),
+            meta.name,
+            meta.fingerprint,
+            campaign.path.display(),
+            fingerprint
+        )));
+    }
     let trial = trials
         .iter()
         .find(|t| t.trial_id == trial_id)

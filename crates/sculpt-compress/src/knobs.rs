@@ -148,17 +148,18 @@ impl Knob {
                     .as_text()
                     .map(str::to_string)
                     .unwrap_or_else(|| v.to_string());
-                // N:M patterns are open-ended; the granularity knob checks them itself.
-                if allowed.contains(&t.as_str())
-                    || (self.name == "granularity" && Granularity::parse(&t).is_ok())
-                {
-                    Ok(ParamValue::Text(t))
-                } else {
-                    Err(format!(
-                        "unknown choice \"{t}\" (use one of {})",
-                        allowed.join(", ")
-                    ))
+                if allowed.contains(&t.as_str()) {
+                    return Ok(ParamValue::Text(t));
                 }
+                // N:M patterns are open-ended; the granularity knob checks them itself, and
+                // writes them one way ("2 : 4" is "2:4").
+                if self.name == "granularity" {
+                    return Granularity::parse(&t).map(|g| ParamValue::Text(g.name()));
+                }
+                Err(format!(
+                    "unknown choice \"{t}\" (use one of {})",
+                    allowed.join(", ")
+                ))
             }
         }
     }

@@ -348,6 +348,19 @@ pub enum Pass {
     QuantizeActivations,
 }
 
+impl Pass {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pass::Prune => "prune",
+            Pass::Factorise => "factorise",
+            Pass::Sparsify => "sparsify",
+            Pass::Fold => "fold",
+            Pass::Quantize => "quantize",
+            Pass::QuantizeActivations => "quantize_activations",
+        }
+    }
+}
+
 impl CompressionPlan {
     /// The plan for one layer (its defaults when the plan does not name it).
     pub fn layer(&self, name: &str) -> LayerPlan {
@@ -361,6 +374,22 @@ impl CompressionPlan {
         for knob in KNOBS.iter().filter(|k| !k.per_layer) {
             knob.check(&(knob.get)(self, ""))
                 .map_err(|m| CompressError::Plan(format!("{}: {m}", knob.name)))?;
+        }
+        if !(self.activations.percentile > 0.0 && self.activations.percentile <= 100.0) {
+            return Err(CompressError::Plan(format!(
+                "activations.percentile must lie in (0, 100], got {}",
+                self.activations.percentile
+            )));
+        }
+        if self.activations.batches == 0 {
+            return Err(CompressError::Plan(
+                "activations.batches must be at least 1".into(),
+            ));
+        }
+        if self.prune.min_channels == 0 {
+            return Err(CompressError::Plan(
+                "prune.min_channels must be at least 1".into(),
+            ));
         }
         if self.sparsify.cycles == 0 {
             return Err(CompressError::Plan(

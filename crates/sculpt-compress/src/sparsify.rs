@@ -114,7 +114,7 @@ pub fn sparsify_global(graph: &Graph, layers: &[String], ratio: f64) -> Result<G
 /// row (the input dimension of a Linear weight `[out, in]`; the flattened `in/groups × k
 /// × k` of a Conv2d weight), the `n` largest magnitudes are kept and the rest become
 /// zero. `patterns` maps a layer to its `(n, m)`, with 1 <= n < m. A row whose length is
-/// not a multiple of `m` is an error that names the layer.
+/// not a multiple of `m` keeps its last, shorter run dense.
 pub fn sparsify_n_of_m(
     graph: &Graph,
     patterns: &BTreeMap<String, (usize, usize)>,
@@ -128,19 +128,17 @@ pub fn sparsify_n_of_m(
                 format!("an N:M pattern needs 1 <= N < M, got {n}:{m}"),
             ));
         }
-        if target.row % m != 0 {
-            return Err(layer_error(
-                layer,
-                format!(
-                    "rows of {} weights cannot be split into groups of {m} for {n}:{m} sparsity",
-                    target.row
-                ),
-            ));
-        }
+        // Groups run along each row; a row whose length is not a multiple of M keeps its
+        // last, shorter run dense (as sparse kernels leave a ragged tail), so pruning an
+        // earlier layer to any width never makes the pattern impossible.
         let (mut values, shape) = weight_values(graph, &target.name)?;
-        for group in values.chunks_mut(m) {
-            for i in smallest(group, m - n) {
-                group[i] = 0.0;
+        for row in values.chunks_mut(target.row.max(1)) {
+            for group in row.chunks_mut(m) {
+                if group.len() == m {
+                    for i in smallest(group, m - n) {
+                        group[i] = 0.0;
+                    }
+                }
             }
         }
         store(&mut out, &target.name, values, &shape)?;
@@ -430,14 +428,25 @@ mod tests {
         }
         assert_eq!(zeros(&s, "fc3.weight"), 0);
         assert_eq!(snapshot(&g), before);
-        // block1.pw's rows of 16 split into groups of 8; a depthwise 3x3 row of 9 not into 4.
+        // block1.pw's rows of 16 split into groups of 8. A depthwise 3x3 row of 9 holds two
+        // groups of 4 and a dense tail of 1: 4 of its 9 weights go, in every row.
         let m = zoo::build("mobilenet-s", &[3, 16, 16], 10, 0).unwrap();
         let s = sparsify_n_of_m(&m, &[("block1.pw".to_string(), (1, 8))].into()).unwrap();
         assert_eq!(zeros(&s, "block1.pw.weight"), 32 * 16 * 7 / 8);
-        let err = sparsify_n_of_m(&m, &[("block1.dw".to_string(), (2, 4))].into())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("block1.dw") && err.contains("9"), "{err}");
+        let s = sparsify_n_of_m(&m, &[("block1.dw".to_string(), (2, 4))].into()).unwrap();
+        let rows = m.param("block1.dw.weight").unwrap().dims()[0];
+        assert_eq!(zeros(&s, "block1.dw.weight"), rows * 4);
+        let dw: Vec<f32> = s
+            .param("block1.dw.weight")
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            dw.chunks(9).all(|row| row[8] != 0.0),
+            "the tail stays dense"
+        );
         let err = sparsify_n_of_m(&g, &[("fc1".to_string(), (4, 4))].into())
             .unwrap_err()
             .to_string();
