@@ -126,9 +126,9 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// Seed of the data split (the one the model was trained with).
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        /// Seed of the data split [default: the one in the model's metrics.json, else 42].
+        #[arg(long)]
+        seed: Option<u64>,
         /// Structured prune ratios, comma-separated, each in [0, 1).
         #[arg(long, value_delimiter = ',', value_parser = prune_ratio,
               default_values_t = sculpt_campaign::sensitivity::DEFAULT_PRUNE_RATIOS.to_vec())]
@@ -296,7 +296,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 model: &model,
                 data: &data,
                 out: &out,
-                seed,
+                seed: sculpt_campaign::model_seed(&model, seed),
                 prune_ratios,
                 bits,
                 sparsity,

@@ -17,5 +17,7 @@ pub use error::{CampaignError, Result};
 pub use executor::{evaluate_teacher, run, RunOutcome};
 pub use observe::{Observer, Progress, ProgressBar};
 pub use space::{search_space, trial_view, CampaignSpace, Coordinate};
-pub use standalone::{compress_model, trial_plan, CompressMetrics, CompressRun};
+pub use standalone::{
+    compress_model, model_seed, training_record, trial_plan, CompressMetrics, CompressRun,
+};
 pub use teacher::{train_model, TrainMetrics};

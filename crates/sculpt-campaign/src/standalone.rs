@@ -36,6 +36,22 @@ pub struct CompressMetrics {
     pub warnings: Vec<String>,
 }
 
+/// The training record (`metrics.json`) of a model directory written by `sculpt train`,
+/// if it has one.
+pub fn training_record(model: &Path) -> Option<crate::TrainMetrics> {
+    std::fs::read_to_string(model.join(sculpt_nn::io::METRICS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// The seed to split data with for a model: the one asked for, else the one the model was
+/// trained with (so its validation and test splits are ones it never saw), else 42.
+pub fn model_seed(model: &Path, asked: Option<u64>) -> u64 {
+    asked
+        .or(training_record(model).map(|m| m.seed))
+        .unwrap_or(42)
+}
+
 /// Settings of one `compress` run besides the plan file.
 #[derive(Debug, Clone)]
 pub struct CompressRun<'a> {
