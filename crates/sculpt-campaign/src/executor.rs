@@ -193,8 +193,9 @@ impl Evaluator<'_> {
             &self.campaign.profile,
             self.campaign.latency_batch_size,
         )?;
-        let (student, _) = sculpt_compress::compress_and_finetune(
+        let (student, _) = sculpt_compress::finetune_plan(
             self.teacher,
+            &compressed,
             plan,
             &self.splits.train,
             self.teacher_logits,

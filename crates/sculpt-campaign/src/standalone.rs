@@ -125,8 +125,9 @@ pub fn compress_model(
         (compressed, 0.0)
     } else {
         let logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
-        let (student, report) = sculpt_compress::compress_and_finetune(
+        let (student, report) = sculpt_compress::finetune_plan(
             &teacher,
+            &compressed,
             &plan,
             &splits.train,
             &logits,

@@ -231,15 +231,38 @@ pub fn compress_and_finetune(
     config: &TrainConfig,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(Graph, TrainReport)> {
+    let compressed = crate::plan::compress(teacher, plan, Some(train))?;
+    finetune_plan(
+        teacher,
+        &compressed,
+        plan,
+        train,
+        teacher_logits,
+        config,
+        on_epoch,
+    )
+}
+
+/// [`compress_and_finetune`] for a caller that already holds `compressed`, the result of
+/// [`crate::plan::compress`] on `teacher` by `plan` (to account or screen it first), so
+/// the passes do not run twice. The iterative and AGP schedules start from the teacher.
+pub fn finetune_plan(
+    teacher: &Graph,
+    compressed: &Graph,
+    plan: &CompressionPlan,
+    train: &Dataset,
+    teacher_logits: &Tensor,
+    config: &TrainConfig,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(Graph, TrainReport)> {
     let schedule = plan.sparsify.schedule;
     let unstructured = plan
         .layers
         .values()
         .any(|l| l.granularity == Granularity::Unstructured && l.sparsity > 0.0);
     if schedule == SparsitySchedule::OneShot || !unstructured {
-        let student = crate::plan::compress(teacher, plan, Some(train))?;
         let tuned = finetune(
-            &student,
+            compressed,
             teacher,
             train,
             teacher_logits,

@@ -23,3 +23,20 @@ pub(crate) fn layer_error(layer: &str, message: impl Into<String>) -> CompressEr
         message: message.into(),
     }
 }
+
+/// The node named `layer`, or an error that lists the model's weight layers.
+pub(crate) fn weight_node<'a>(
+    graph: &'a sculpt_nn::Graph,
+    layer: &str,
+) -> Result<&'a sculpt_nn::Node> {
+    graph.spec.node(layer).ok_or_else(|| {
+        layer_error(
+            layer,
+            format!(
+                "is not a node of model `{}` (weight layers: {})",
+                graph.spec.name,
+                graph.spec.weight_layers().join(", ")
+            ),
+        )
+    })
+}

@@ -240,16 +240,7 @@ pub fn factorise_layer(graph: &Graph, layer: &str, rank: usize) -> Result<Graph>
 /// The weight of `layer` read as a matrix: `(out, in)` for Linear, `(out, in × k × k)`
 /// for an ungrouped Conv2d.
 fn matrix_shape(graph: &Graph, layer: &str) -> Result<(usize, usize)> {
-    let node = graph.spec.node(layer).ok_or_else(|| {
-        layer_error(
-            layer,
-            format!(
-                "is not a node of model `{}` (weight layers: {})",
-                graph.spec.name,
-                graph.spec.weight_layers().join(", ")
-            ),
-        )
-    })?;
+    let node = crate::error::weight_node(graph, layer)?;
     match node.op {
         Op::Linear {
             in_features,

@@ -155,16 +155,7 @@ struct WeightLayer {
 }
 
 fn weight_layer(graph: &Graph, layer: &str) -> Result<WeightLayer> {
-    let node = graph.spec.node(layer).ok_or_else(|| {
-        layer_error(
-            layer,
-            format!(
-                "is not a node of model `{}` (weight layers: {})",
-                graph.spec.name,
-                graph.spec.weight_layers().join(", ")
-            ),
-        )
-    })?;
+    let node = crate::error::weight_node(graph, layer)?;
     let row = match node.op {
         Op::Linear { in_features, .. } => in_features,
         Op::Conv2d {
