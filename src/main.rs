@@ -70,22 +70,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate a model directory: test accuracy, and latency measured and modelled.
+    /// Evaluate a model directory with sculpt's inference runtime: accuracy, size, and
+    /// latency measured on this machine (and modelled by the roofline).
     Eval {
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         data: String,
-        /// Seed of the data split (the one the model was trained with).
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        /// Which split to score: val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Seed of the data split [default: the one in the model's metrics.json, else 42].
+        #[arg(long)]
+        seed: Option<u64>,
         /// Device profile for the modelled latency.
         #[arg(long, default_value = "epyc-zen4-1core")]
         profile: String,
+        /// Batch size of the latency measurement.
         #[arg(long, default_value_t = 1)]
         batch_size: usize,
+        /// Threads of the latency measurement.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Latency: measure a model with sculpt's runtime.
+    Latency {
+        #[command(subcommand)]
+        command: LatencyCommand,
     },
     /// Apply a compression plan (prune, sparsify, factorise, fold, quantize, then fine-tune
     /// by distillation) to a trained model and write the compressed model and metrics.json.
@@ -184,6 +197,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum LatencyCommand {
+    /// Measure a model directory's inference latency on this machine: warm-up, then the
+    /// median and 90th percentile of repeated runs of the compiled plan.
+    Measure {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 100)]
+        warmup: usize,
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli.command) {
@@ -258,11 +292,44 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Eval {
             model,
             data,
+            split,
             seed,
             profile,
             batch_size,
+            threads,
             json,
-        } => eval(&model, &data, seed, &profile, batch_size, json),
+        } => eval(
+            &model,
+            &data,
+            &split,
+            sculpt_campaign::model_seed(&model, seed),
+            &profile,
+            sculpt_latency::MeasureSettings {
+                batch: batch_size,
+                threads,
+                ..Default::default()
+            },
+            json,
+        ),
+        Command::Latency { command } => match command {
+            LatencyCommand::Measure {
+                model,
+                batch,
+                threads,
+                warmup,
+                runs,
+                json,
+            } => latency_measure(
+                &model,
+                &sculpt_latency::MeasureSettings {
+                    batch,
+                    threads,
+                    warmup,
+                    runs,
+                },
+                json,
+            ),
+        },
         Command::Compress {
             model,
             data,
@@ -403,39 +470,107 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
 fn eval(
     model: &Path,
     data: &str,
+    split: &str,
     seed: u64,
     profile: &str,
-    batch_size: usize,
+    settings: sculpt_latency::MeasureSettings,
     json: bool,
 ) -> anyhow::Result<()> {
     let graph = sculpt_nn::io::load(model)?;
     let splits = sculpt_data::load(data, seed)?;
-    let accuracy = sculpt_nn::accuracy(&graph, &splits.test)?;
+    let dataset = match split {
+        "test" => &splits.test,
+        "val" => &splits.val,
+        other => anyhow::bail!("unknown split `{other}` (use val or test)"),
+    };
+    let mut runtime = sculpt_runtime::Runtime::compile(
+        &graph,
+        &sculpt_runtime::Options {
+            max_batch: 256,
+            threads: settings.threads,
+            isa: None,
+        },
+    )?;
+    let accuracy = runtime.accuracy(dataset)?;
     let profile = sculpt_latency::DeviceProfile::load(profile)?;
-    let modelled = sculpt_latency::estimate(&graph, &profile, batch_size)?.total_ms();
-    let measured = sculpt_latency::measure(&graph, batch_size, 200)?;
+    let modelled = sculpt_latency::estimate(&graph, &profile, settings.batch)?.total_ms();
+    let measured = sculpt_latency::measure(&graph, &settings)?;
     let report = serde_json::json!({
         "model": graph.spec.name,
         "data": data,
-        "test_accuracy": accuracy,
-        "batch_size": batch_size,
-        "latency_ms_measured": measured,
-        "latency_ms_modelled": modelled,
-        "profile": profile.name,
+        "split": split,
+        "seed": seed,
+        "accuracy": accuracy,
         "size_bytes": sculpt_compress::model_size_bytes(&graph)?,
+        "latency_ms": measured.median_ms,
+        "latency_p90_ms": measured.p90_ms,
+        "batch_size": settings.batch,
+        "threads": settings.threads,
+        "isa": measured.isa,
+        "latency_ms_roofline": modelled,
+        "profile": profile.name,
         "params": graph.num_params(),
         "flops": graph.flops()?,
+        "layers": runtime.layers(),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{}: test accuracy {:.2}% on {data}; latency at batch {batch_size}: {:.4} ms measured (candle, this machine), {:.4} ms modelled ({})",
+            "{}: {split} accuracy {:.2}% on {data} (sculpt runtime, {}); {} bytes",
             graph.spec.name,
             accuracy * 100.0,
-            measured,
+            measured.isa,
+            report["size_bytes"]
+        );
+        println!(
+            "latency at batch {} on {} thread{}: {:.4} ms median, {:.4} ms p90 (measured); {:.4} ms roofline ({})",
+            settings.batch,
+            settings.threads,
+            if settings.threads == 1 { "" } else { "s" },
+            measured.median_ms,
+            measured.p90_ms,
             modelled,
             profile.name
+        );
+        for layer in runtime.layers() {
+            println!(
+                "  {:<12} {:<40} {:>9} B{}",
+                layer.name,
+                layer.kernel,
+                layer.weight_bytes,
+                if layer.fused.is_empty() {
+                    String::new()
+                } else {
+                    format!("  + {}", layer.fused.join(", "))
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn latency_measure(
+    model: &Path,
+    settings: &sculpt_latency::MeasureSettings,
+    json: bool,
+) -> anyhow::Result<()> {
+    let graph = sculpt_nn::io::load(model)?;
+    let m = sculpt_latency::measure(&graph, settings)?;
+    if json {
+        println!("{}", serde_json::to_string(&m)?);
+    } else {
+        println!(
+            "{}: batch {} on {} thread{} ({}): {:.4} ms median, {:.4} ms p90, {:.4} ms min over {} runs",
+            graph.spec.name,
+            m.batch,
+            m.threads,
+            if m.threads == 1 { "" } else { "s" },
+            m.isa,
+            m.median_ms,
+            m.p90_ms,
+            m.min_ms,
+            m.runs
         );
     }
     Ok(())

@@ -17,6 +17,10 @@ pub enum LatencyError {
     Nn(#[from] sculpt_nn::NnError),
     #[error(transparent)]
     Compress(#[from] sculpt_compress::CompressError),
+    #[error(transparent)]
+    Runtime(#[from] sculpt_runtime::RuntimeError),
+    #[error("{path}: {message}")]
+    Table { path: PathBuf, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, LatencyError>;

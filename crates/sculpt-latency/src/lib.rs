@@ -1,14 +1,17 @@
-//! sculpt-latency owns device profiles and the analytic latency model. A profile gives a
-//! device's arithmetic rate per precision, its memory bandwidth and a fixed cost per layer;
-//! the roofline model charges each layer the larger of its compute time and its memory
-//! time, plus that fixed cost. It knows nothing about search or storage.
+//! sculpt-latency owns latency: device profiles and the analytic roofline model,
+//! measurement through sculpt's inference runtime, and the [`LatencyModel`] trait that
+//! campaigns, screening and reports use without knowing which model answers. It knows
+//! nothing about search or storage.
 
 pub mod error;
 pub mod measure;
+pub mod model;
 pub mod profile;
 pub mod roofline;
 
 pub use error::{LatencyError, Result};
-pub use measure::measure;
+pub use measure::{measure, MeasureSettings};
+pub use model::{LatencyModel, Measured, Roofline};
 pub use profile::{DeviceProfile, OpsPerSecond};
 pub use roofline::{estimate, Bound, LatencyEstimate, LayerLatency};
+pub use sculpt_runtime::Measurement;

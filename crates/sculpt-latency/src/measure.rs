@@ -1,31 +1,46 @@
-//! Measured latency: run the model's forward pass on this machine and take the median of
-//! many runs, after a warm-up. This measures sculpt's own candle kernels; it is the
-//! ground truth the analytic model is compared against.
+//! Measured latency: compile the graph with sculpt's inference runtime and time it on this
+//! machine (warm-up, then the median and 90th percentile of many runs). This is the ground
+//! truth the predictors are validated against.
 
-use std::time::Instant;
-
-use candle_core::Tensor;
 use sculpt_nn::Graph;
+use sculpt_runtime::{Measurement, Options, Runtime};
 
 use crate::error::Result;
 
-/// Median milliseconds of one forward pass of `batch_size` samples, over `runs` runs.
-pub fn measure(graph: &Graph, batch_size: usize, runs: usize) -> Result<f64> {
-    let mut shape = vec![batch_size.max(1)];
-    shape.extend_from_slice(&graph.spec.input_shape);
-    let x =
-        Tensor::randn(0f32, 1.0, shape, &sculpt_nn::device()).map_err(sculpt_nn::NnError::from)?;
-    for _ in 0..runs.clamp(1, 10) {
-        graph.forward(&x)?;
+/// How a measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasureSettings {
+    pub batch: usize,
+    pub threads: usize,
+    pub warmup: usize,
+    pub runs: usize,
+}
+
+impl Default for MeasureSettings {
+    fn default() -> Self {
+        MeasureSettings {
+            batch: 1,
+            threads: 1,
+            warmup: 50,
+            runs: 200,
+        }
     }
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            graph
-                .forward(&x)
-                .map(|_| start.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+}
+
+/// Compiles `graph` and measures it.
+pub fn measure(graph: &Graph, settings: &MeasureSettings) -> Result<Measurement> {
+    let mut runtime = Runtime::compile(
+        graph,
+        &Options {
+            max_batch: settings.batch.max(1),
+            threads: settings.threads.max(1),
+            isa: None,
+        },
+    )?;
+    Ok(sculpt_runtime::measure(
+        &mut runtime,
+        settings.batch.max(1),
+        settings.warmup,
+        settings.runs,
+    )?)
 }
