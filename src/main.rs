@@ -95,7 +95,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Latency: measure a model with sculpt's runtime.
+    /// Benchmark every step kind of sculpt's runtime over a grid of shapes and precisions
+    /// on this host, and write the lookup table latency predictions use.
+    Profile {
+        /// The table to write (parquet).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Milliseconds of timing per grid point.
+        #[arg(long, default_value_t = 60.0)]
+        budget_ms: f64,
+    },
+    /// Latency: measure a model with sculpt's runtime, or validate the predictors.
     Latency {
         #[command(subcommand)]
         command: LatencyCommand,
@@ -216,6 +230,35 @@ enum LatencyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Draw random plans of a model, build each without fine-tuning, measure it and
+    /// predict it with the lookup table and the roofline; report each predictor's mean
+    /// absolute percentage error (`mape`) and share within ±10% (`within_10pct`).
+    Validate {
+        #[arg(long)]
+        model: PathBuf,
+        /// The lookup table from `sculpt profile` (without it, only the roofline).
+        #[arg(long)]
+        lut: Option<PathBuf>,
+        /// Device profile of the roofline.
+        #[arg(long, default_value = "epyc-zen4-1core")]
+        profile: String,
+        #[arg(long, default_value_t = 100)]
+        plans: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs per plan (after 20 warm-up runs).
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the predicted-against-measured figure here (SVG).
+        #[arg(long)]
+        figure: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -311,7 +354,48 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             },
             json,
         ),
+        Command::Profile {
+            out,
+            batch,
+            threads,
+            budget_ms,
+        } => profile(
+            &out,
+            &sculpt_latency::ProfileSettings {
+                batch,
+                threads,
+                budget_ms,
+            },
+        ),
         Command::Latency { command } => match command {
+            LatencyCommand::Validate {
+                model,
+                lut,
+                profile,
+                plans,
+                batch,
+                threads,
+                runs,
+                seed,
+                figure,
+                json,
+            } => latency_validate(
+                &sculpt_campaign::latency_check::ValidateRun {
+                    model: &model,
+                    lut: lut.as_deref(),
+                    profile: &profile,
+                    plans,
+                    seed,
+                    settings: sculpt_latency::MeasureSettings {
+                        batch,
+                        threads,
+                        warmup: 20,
+                        runs,
+                    },
+                    figure: figure.as_deref(),
+                },
+                json,
+            ),
             LatencyCommand::Measure {
                 model,
                 batch,
@@ -550,6 +634,73 @@ fn eval(
     Ok(())
 }
 
+fn counter(total: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{pos}}/{{len}} [{{elapsed_precise}}, {{eta}} left] {{bar:30}}"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn profile(out: &Path, settings: &sculpt_latency::ProfileSettings) -> anyhow::Result<()> {
+    let bar = counter(0, "profiling");
+    let lut = sculpt_latency::profile(settings, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    lut.save(out)?;
+    println!(
+        "wrote {} ({} entries; {} on {}, batch {}, {} thread{}): per-graph overhead {:.4} ms, largest error on the zoo networks {:.1}%",
+        out.display(),
+        lut.entries.len(),
+        lut.isa,
+        lut.host,
+        lut.batch,
+        lut.threads,
+        if lut.threads == 1 { "" } else { "s" },
+        lut.overhead_ms,
+        lut.error_pct
+    );
+    Ok(())
+}
+
+fn latency_validate(
+    run: &sculpt_campaign::latency_check::ValidateRun,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bar = counter(run.plans, "plans");
+    let v = sculpt_campaign::latency_check::validate(run, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} random plans at batch {} on {} thread(s)",
+        v.model,
+        v.rows.len(),
+        v.batch,
+        v.threads
+    );
+    for s in v.lut.iter().chain(std::iter::once(&v.roofline)) {
+        println!(
+            "  {}: MAPE {:.1}%, {:.0}% within ±10%",
+            s.model,
+            s.mape,
+            s.within_10pct * 100.0
+        );
+    }
+    if let Some(f) = run.figure {
+        println!("figure: {}", f.display());
+    }
+    Ok(())
+}
+
 fn latency_measure(
     model: &Path,
     settings: &sculpt_latency::MeasureSettings,
@@ -772,11 +923,20 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         t.latency_ms,
         t.size_bytes
     );
+    let count = |state: sculpt_store::TrialState| {
+        outcome.trials.iter().filter(|t| t.state == state).count()
+    };
+    let screened = count(sculpt_store::TrialState::Infeasible);
     println!(
-        "{} trials ({} new, {} failed)",
+        "{} trials ({} new, {} failed){}",
         outcome.trials.len(),
         outcome.new_trials,
-        outcome.trials.iter().filter(|t| !t.is_complete()).count()
+        count(sculpt_store::TrialState::Failed),
+        if screened > 0 {
+            format!("; {screened} screened out before fine-tuning as over the latency budget")
+        } else {
+            String::new()
+        }
     );
     print_front(&outcome.trials, &outcome.columns, t);
     if let Some(budget) = outcome.budget_ms {

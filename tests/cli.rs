@@ -526,8 +526,7 @@ fn lenet5_trains_on_idx_data_and_inspect_and_eval_report_it() {
     );
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert!(
-        (report["accuracy"].as_f64().unwrap() - metrics["test_accuracy"].as_f64().unwrap())
-            .abs()
+        (report["accuracy"].as_f64().unwrap() - metrics["test_accuracy"].as_f64().unwrap()).abs()
             < 1e-12,
         "the runtime scores the f32 model as candle did: {report}"
     );
@@ -937,4 +936,71 @@ fn sensitivity_sweeps_each_layer_and_writes_table_and_figure() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no/such/model"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn candidates_predicted_over_the_budget_are_screened_out_before_fine_tuning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |budget: f64, name: &str| -> Vec<serde_json::Value> {
+        let text = SMALL
+            .replace("budget_ms = 0.012", &format!("budget_ms = {budget}"))
+            .replace("name = \"small\"", &format!("name = \"{name}\""));
+        let campaign = write(tmp.path(), &format!("{name}.toml"), &text);
+        let out = tmp.path().join(name);
+        run(&campaign, &out);
+        let trials = trials_without_time(&out);
+        for t in &trials {
+            let latency = t["latency_ms"].as_f64().unwrap();
+            if t["state"] == "infeasible" {
+                assert!(latency > budget * 1.1, "{t}");
+                assert!(t["accuracy"].is_null(), "{t}");
+                assert!(t["size_bytes"].as_u64().unwrap() > 0, "{t}");
+                assert!(t["error"].as_str().unwrap().contains("screened out"), "{t}");
+            } else {
+                assert_eq!(t["state"], "complete", "{t}");
+                assert!(latency <= budget * 1.1, "{t}");
+            }
+        }
+        trials
+    };
+    // Nothing fits a budget of a nanosecond: every candidate is screened, none fine-tuned.
+    let none = check(1e-6, "tight");
+    assert!(none.iter().all(|t| t["state"] == "infeasible"));
+    let summary = std::fs::read_to_string(tmp.path().join("tight/summary.md")).unwrap();
+    assert!(summary.contains("6 screened out"), "{summary}");
+    // A loose budget screens nothing.
+    let all = check(1e3, "loose");
+    assert!(all.iter().all(|t| t["state"] == "complete"));
+    // In between, the invariant holds trial by trial.
+    check(0.006, "middle");
+}
+
+#[test]
+fn latency_model_mistakes_name_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (extra, expect) in [
+        ("model = \"lut\"\n", "latency.lut"),
+        ("model = \"guess\"\n", "unknown latency model `guess`"),
+        (
+            "model = \"lut\"\nlut = \"missing.parquet\"\n",
+            "missing.parquet",
+        ),
+        ("screen_margin = -0.5\n", "latency.screen_margin"),
+    ] {
+        let text = SMALL.replace(
+            "profile = \"epyc-zen4-1core\"\n",
+            &format!("profile = \"epyc-zen4-1core\"\n{extra}"),
+        );
+        let campaign = write(tmp.path(), "bad.toml", &text);
+        let output = sculpt(&[
+            "run",
+            campaign.to_str().unwrap(),
+            "--out",
+            tmp.path().join("out").to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{extra}: {stderr}");
+        assert!(stderr.contains(expect), "{extra}: {stderr}");
+        assert!(stderr.contains("bad.toml"), "{extra}: {stderr}");
+    }
 }

@@ -118,10 +118,43 @@ struct RawKnob {
 #[serde(deny_unknown_fields)]
 struct RawLatency {
     profile: Spanned<String>,
+    /// roofline (default), lut or measured.
+    model: Option<Spanned<String>>,
+    /// The lookup table of `model = "lut"`.
+    lut: Option<Spanned<String>>,
+    /// Threads of `model = "measured"`.
+    threads: Option<Spanned<i64>>,
+    /// How far over the budget a prediction may be before the trial is screened out.
+    screen_margin: Option<Spanned<f64>>,
     #[serde(default)]
     batch_size: Option<Spanned<i64>>,
     budget_ms: Option<Spanned<f64>>,
 }
+
+/// Which latency model scores a campaign's trials.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyChoice {
+    /// The analytic roofline on the device profile (deterministic).
+    Roofline,
+    /// A lookup table from `sculpt profile` (deterministic for a given table).
+    Lut(PathBuf),
+    /// The median of runs of sculpt's runtime on this machine (noisy: a resumed or repeated
+    /// campaign may see slightly different latencies).
+    Measured { threads: usize },
+}
+
+fn is_roofline(c: &LatencyChoice) -> bool {
+    *c == LatencyChoice::Roofline
+}
+
+fn is_default_margin(m: &f64) -> bool {
+    *m == DEFAULT_SCREEN_MARGIN
+}
+
+/// A candidate predicted more than 10% over the budget is not fine-tuned: 10% is the error
+/// bound the lookup table is validated to (95% of plans within ±10%).
+pub const DEFAULT_SCREEN_MARGIN: f64 = 0.10;
 
 /// Where the teacher comes from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -240,6 +273,11 @@ pub struct Campaign {
     pub profile: DeviceProfile,
     pub latency_batch_size: usize,
     pub budget_ms: Option<f64>,
+    /// Left out when it is the roofline, so older campaigns keep their fingerprint.
+    #[serde(skip_serializing_if = "is_roofline")]
+    pub latency_model: LatencyChoice,
+    #[serde(skip_serializing_if = "is_default_margin")]
+    pub screen_margin: f64,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -772,6 +810,62 @@ impl Campaign {
             None => None,
         };
 
+        let latency_model = match raw
+            .latency
+            .model
+            .as_ref()
+            .map(|m| (m, m.get_ref().as_str()))
+        {
+            None | Some((_, "roofline")) => LatencyChoice::Roofline,
+            Some((m, "lut")) => {
+                let lut = raw.latency.lut.as_ref().ok_or_else(|| {
+                    source.error(
+                        m.span(),
+                        Some("latency.lut"),
+                        "model = \"lut\" needs `lut = \"PATH\"`, a table written by `sculpt profile`",
+                    )
+                })?;
+                let path = base.join(lut.get_ref());
+                let table = sculpt_latency::Lut::load(&path)
+                    .map_err(|e| source.error(lut.span(), Some("latency.lut"), e.to_string()))?;
+                if table.batch != latency_batch_size {
+                    return Err(source.error(
+                        lut.span(),
+                        Some("latency.lut"),
+                        format!(
+                            "the table was profiled at batch {}, the campaign measures batch {}",
+                            table.batch, latency_batch_size
+                        ),
+                    ));
+                }
+                LatencyChoice::Lut(path)
+            }
+            Some((_, "measured")) => LatencyChoice::Measured {
+                threads: match &raw.latency.threads {
+                    Some(t) => source.positive(t, "latency.threads")?,
+                    None => 1,
+                },
+            },
+            Some((m, other)) => {
+                return Err(source.error(
+                    m.span(),
+                    Some("latency.model"),
+                    format!("unknown latency model `{other}` (known: roofline, lut, measured)"),
+                ))
+            }
+        };
+        let screen_margin = match &raw.latency.screen_margin {
+            Some(m) if !(m.get_ref().is_finite() && *m.get_ref() >= 0.0) => {
+                return Err(source.error(
+                    m.span(),
+                    Some("latency.screen_margin"),
+                    format!("must be 0 or more, got {}", m.get_ref()),
+                ))
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_SCREEN_MARGIN,
+        };
+
         let plan = match &raw.plan {
             Some(table) => {
                 if table.get_ref().contains_key("finetune") {
@@ -806,6 +900,8 @@ impl Campaign {
             profile,
             latency_batch_size,
             budget_ms,
+            latency_model,
+            screen_margin,
         })
     }
 

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Tensor;
-use sculpt_latency::DeviceProfile;
+use sculpt_latency::LatencyModel;
 use sculpt_nn::{Dataset, Graph, GraphSpec, Splits};
 use sculpt_search::{Nsga2, Nsga2Settings, Point, RandomSearch, Strategy};
 use sculpt_store::{CampaignMeta, Store, TeacherRecord, TrialRecord, TrialState};
 
-use crate::config::{Campaign, StrategyKind, TeacherSource};
+use crate::config::{Campaign, LatencyChoice, StrategyKind, TeacherSource};
 use crate::error::{CampaignError, Result};
 use crate::observe::{Observer, Progress};
 use crate::space::{search_space, trial_view, CampaignSpace};
@@ -36,22 +36,59 @@ pub struct RunOutcome {
     pub figure: PathBuf,
 }
 
-/// Scores the teacher the same way trials are scored: accuracy on the validation split,
-/// latency from the model, size at its (f32) bit widths.
+/// Scores the teacher the same way trials are scored: accuracy on the validation split
+/// as sculpt's runtime computes it, latency from the campaign's latency model, size at its
+/// (f32) bit widths.
 pub fn evaluate_teacher(
     model: &str,
     teacher: &Graph,
     val: &Dataset,
-    profile: &DeviceProfile,
-    batch_size: usize,
+    latency: &dyn LatencyModel,
 ) -> Result<TeacherRecord> {
     Ok(TeacherRecord {
         model: model.to_string(),
-        accuracy: sculpt_nn::accuracy(teacher, val)?,
-        latency_ms: sculpt_latency::estimate(teacher, profile, batch_size)?.total_ms(),
+        accuracy: runtime_accuracy(teacher, val)?,
+        latency_ms: latency.predict_ms(teacher)?,
         size_bytes: sculpt_compress::model_size_bytes(teacher)?,
         params: teacher.num_params() as u64,
         flops: teacher.flops()?,
+        latency_model: Some(latency.describe()),
+    })
+}
+
+/// The accuracy of what sculpt's runtime runs: integer layers in integers, with their
+/// activations quantized as the runtime quantizes them.
+pub fn runtime_accuracy(graph: &Graph, data: &Dataset) -> Result<f64> {
+    let mut runtime = sculpt_runtime::Runtime::compile(
+        graph,
+        &sculpt_runtime::Options {
+            max_batch: 256,
+            threads: 1,
+            isa: None,
+        },
+    )
+    .map_err(sculpt_latency::LatencyError::from)?;
+    Ok(runtime
+        .accuracy(data)
+        .map_err(sculpt_latency::LatencyError::from)?)
+}
+
+/// The campaign's latency model.
+pub fn latency_model(campaign: &Campaign) -> Result<Box<dyn LatencyModel>> {
+    Ok(match &campaign.latency_model {
+        LatencyChoice::Roofline => Box::new(sculpt_latency::Roofline {
+            profile: campaign.profile.clone(),
+            batch: campaign.latency_batch_size,
+        }),
+        LatencyChoice::Lut(path) => Box::new(sculpt_latency::Lut::load(path)?),
+        LatencyChoice::Measured { threads } => Box::new(sculpt_latency::Measured {
+            settings: sculpt_latency::MeasureSettings {
+                batch: campaign.latency_batch_size,
+                threads: *threads,
+                warmup: 20,
+                runs: 100,
+            },
+        }),
     })
 }
 
@@ -169,10 +206,12 @@ struct Evaluator<'a> {
     teacher: &'a Graph,
     splits: &'a Splits,
     teacher_logits: &'a Tensor,
+    latency: &'a dyn LatencyModel,
 }
 
 struct Scores {
-    accuracy: f64,
+    /// None when the candidate was screened out before fine-tuning.
+    accuracy: Option<f64>,
     latency_ms: f64,
     accounting: sculpt_compress::Accounting,
 }
@@ -188,11 +227,18 @@ impl Evaluator<'_> {
         // The structure, and so the size and the predicted latency, are known here,
         // before any fine-tuning.
         let compressed = sculpt_compress::compress(self.teacher, plan, Some(&self.splits.train))?;
-        let latency = sculpt_latency::estimate(
-            &compressed,
-            &self.campaign.profile,
-            self.campaign.latency_batch_size,
-        )?;
+        let latency_ms = self.latency.predict_ms(&compressed)?;
+        // Screening: a candidate predicted over the budget by more than the model's error
+        // would be fine-tuned for nothing.
+        if let Some(budget) = self.campaign.budget_ms {
+            if latency_ms > budget * (1.0 + self.campaign.screen_margin) {
+                return Ok(Scores {
+                    accuracy: None,
+                    latency_ms,
+                    accounting: sculpt_compress::account(&compressed)?,
+                });
+            }
+        }
         let (student, _) = sculpt_compress::finetune_plan(
             self.teacher,
             &compressed,
@@ -204,9 +250,16 @@ impl Evaluator<'_> {
         )?;
         // Size and nonzeros of what fine-tuning produced (quantization can add zeros).
         let accounting = sculpt_compress::account(&student)?;
+        // A measured latency is taken again on the fine-tuned student (the same structure);
+        // predictions depend only on the structure, so they stand.
+        let latency_ms = if self.latency.is_measured() {
+            self.latency.predict_ms(&student)?
+        } else {
+            latency_ms
+        };
         Ok(Scores {
-            accuracy: sculpt_nn::accuracy(&student, &self.splits.val)?,
-            latency_ms: latency.total_ms(),
+            accuracy: Some(runtime_accuracy(&student, &self.splits.val)?),
+            latency_ms,
             accounting,
         })
     }
@@ -263,7 +316,15 @@ impl Evaluator<'_> {
         };
         match result {
             Ok(s) => {
-                record.accuracy = Some(s.accuracy);
+                if s.accuracy.is_none() {
+                    record.state = TrialState::Infeasible;
+                    record.error = Some(format!(
+                        "screened out before fine-tuning: predicted latency {:.4} ms is over the budget by more than {:.0}%",
+                        s.latency_ms,
+                        self.campaign.screen_margin * 100.0
+                    ));
+                }
+                record.accuracy = s.accuracy;
                 record.latency_ms = Some(s.latency_ms);
                 record.size_bytes = Some(s.accounting.size_bytes);
                 record.num_params = Some(s.accounting.params);
@@ -289,7 +350,10 @@ fn progress(campaign: &Campaign, trials: &[TrialRecord], teacher: &TeacherRecord
     Progress {
         done: trials.len(),
         total: campaign.trials.max(trials.len()),
-        failed: trials.iter().filter(|t| !t.is_complete()).count(),
+        failed: trials
+            .iter()
+            .filter(|t| t.state == TrialState::Failed)
+            .count(),
         hypervolume: sculpt_report::hypervolume(trials, teacher),
         best_accuracy: trials
             .iter()
@@ -343,13 +407,8 @@ pub fn run(
             ));
         }
     }
-    let teacher_record = evaluate_teacher(
-        &teacher_name,
-        &teacher,
-        &splits.val,
-        &campaign.profile,
-        campaign.latency_batch_size,
-    )?;
+    let latency = latency_model(campaign)?;
+    let teacher_record = evaluate_teacher(&teacher_name, &teacher, &splits.val, latency.as_ref())?;
     store.write_teacher(&teacher_record)?;
     let teacher_logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
     let mut strategy = build_strategy(campaign)?;
@@ -359,6 +418,7 @@ pub fn run(
         teacher: &teacher,
         splits: &splits,
         teacher_logits: &teacher_logits,
+        latency: latency.as_ref(),
     };
 
     let done_before = store.trials().len();

@@ -6,15 +6,18 @@
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod latency_check;
 pub mod observe;
 pub mod sensitivity;
 pub mod space;
 pub mod standalone;
 pub mod teacher;
 
-pub use config::{Campaign, KnobDomain, KnobSearch, Objective, StrategyKind, TeacherSource};
+pub use config::{
+    Campaign, KnobDomain, KnobSearch, LatencyChoice, Objective, StrategyKind, TeacherSource,
+};
 pub use error::{CampaignError, Result};
-pub use executor::{evaluate_teacher, run, RunOutcome};
+pub use executor::{evaluate_teacher, latency_model, run, runtime_accuracy, RunOutcome};
 pub use observe::{Observer, Progress, ProgressBar};
 pub use space::{search_space, trial_view, CampaignSpace, Coordinate};
 pub use standalone::{

@@ -430,7 +430,19 @@ pub fn trial_view(
         Some(p) => space.space.nearest(p),
         None => space.space.nearest(&vec![f64::NAN; space.space.len()]),
     };
-    let objectives = encoded.and(objectives(record, objective));
+    // A screened-out trial teaches the strategy through its violation: it is shown as
+    // complete with the worst accuracy, and constrained domination ranks it by how far it
+    // is over the budget.
+    let objectives = match record.state {
+        StoredState::Infeasible => encoded.and_then(|_| {
+            let second = match objective {
+                Objective::Latency => record.latency_ms,
+                Objective::Size => record.size_bytes.map(|b| b as f64),
+            }?;
+            Some(vec![1.0, second])
+        }),
+        _ => encoded.and(objectives(record, objective)),
+    };
     let violation = match (budget_ms, record.latency_ms) {
         (Some(b), Some(l)) => (l - b).max(0.0),
         _ => 0.0,

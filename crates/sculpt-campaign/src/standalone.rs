@@ -11,7 +11,7 @@ use crate::error::Result;
 /// What `compress` writes to `OUT/metrics.json`. Accuracies are fractions in [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompressMetrics {
-    /// Test-split accuracy of the compressed, fine-tuned model.
+    /// Test-split accuracy of the compressed, fine-tuned model, as sculpt's runtime runs it.
     pub accuracy: f64,
     pub val_accuracy: f64,
     /// Test accuracy of the compressed model before fine-tuning.
@@ -139,8 +139,8 @@ pub fn compress_model(
     let accounting = sculpt_compress::account(&student)?;
     let teacher_size = sculpt_compress::model_size_bytes(&teacher)?;
     let metrics = CompressMetrics {
-        accuracy: sculpt_nn::accuracy(&student, &splits.test)?,
-        val_accuracy: sculpt_nn::accuracy(&student, &splits.val)?,
+        accuracy: crate::executor::runtime_accuracy(&student, &splits.test)?,
+        val_accuracy: crate::executor::runtime_accuracy(&student, &splits.val)?,
         accuracy_before_finetune,
         size_bytes: accounting.size_bytes,
         params: accounting.params,

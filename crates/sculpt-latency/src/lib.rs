@@ -4,12 +4,14 @@
 //! nothing about search or storage.
 
 pub mod error;
+pub mod lut;
 pub mod measure;
 pub mod model;
 pub mod profile;
 pub mod roofline;
 
 pub use error::{LatencyError, Result};
+pub use lut::{profile, Lut, LutEntry, ProfileSettings};
 pub use measure::{measure, MeasureSettings};
 pub use model::{LatencyModel, Measured, Roofline};
 pub use profile::{DeviceProfile, OpsPerSecond};

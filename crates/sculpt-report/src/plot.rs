@@ -158,3 +158,85 @@ pub fn plot_pareto(
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// Predicted against measured latency, one series per latency model, on log axes with the
+/// diagonal and the ±10% band.
+pub fn plot_validation(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| ReportError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let all = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().flat_map(|&(m, q)| [m, q]));
+    let (lo, hi) = all
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !(lo.is_finite() && hi > 0.0) {
+        return Err(ReportError::Plot {
+            path: path.to_path_buf(),
+            message: "no positive latencies to plot".into(),
+        });
+    }
+    let (lo, hi) = (lo / 1.3, hi * 1.3);
+    let root = SVGBackend::new(path, (800, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("measured (ms, median)")
+        .y_desc("predicted (ms)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let grey = RGBColor(120, 120, 120);
+    chart
+        .draw_series(LineSeries::new(
+            vec![(lo, lo), (hi, hi)],
+            grey.stroke_width(1),
+        ))
+        .map_err(|e| err(&e))?
+        .label("predicted = measured")
+        .legend(move |(x, y)| PathElement::new(vec![(x - 10, y), (x + 10, y)], grey));
+    for f in [0.9, 1.1] {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(lo, lo * f), (hi, hi * f)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?;
+    }
+    let colours = [
+        RGBColor(200, 40, 40),
+        RGBColor(30, 100, 200),
+        RGBColor(40, 150, 60),
+    ];
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = colours[i % colours.len()];
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(|e| err(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

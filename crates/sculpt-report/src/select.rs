@@ -94,6 +94,7 @@ pub(crate) mod tests {
             size_bytes: 200_000,
             params: 50_000,
             flops: 100_000,
+            latency_model: None,
         }
     }
 

@@ -42,16 +42,22 @@ pub fn render_summary(report: &Report) -> String {
     let teacher = report.teacher;
     let trials = report.trials;
     let complete = trials.iter().filter(|t| t.is_complete()).count();
+    let infeasible = trials
+        .iter()
+        .filter(|t| t.state == sculpt_store::TrialState::Infeasible)
+        .count();
     let mut md = String::new();
     let _ = writeln!(md, "# {}: compression search summary\n", report.campaign);
     let _ = writeln!(
         md,
-        "{} trials: {} complete, {} failed. Accuracy is measured on the validation split; \
+        "{} trials: {} complete, {} failed, {} screened out as over the latency budget before \
+         fine-tuning. Accuracy is measured on the validation split with sculpt's runtime; \
          latency comes from the latency model; size counts every weight at its bit width plus \
          its scales and zero points, the index of sparse weights, and f32 biases.\n",
         trials.len(),
         complete,
-        trials.len() - complete
+        trials.len() - complete - infeasible,
+        infeasible
     );
     let _ = writeln!(md, "## Teacher\n");
     let _ = writeln!(
@@ -125,7 +131,10 @@ pub fn render_summary(report: &Report) -> String {
             configuration(report.columns, t)
         );
     }
-    let failed: Vec<&TrialRecord> = trials.iter().filter(|t| !t.is_complete()).collect();
+    let failed: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.state == sculpt_store::TrialState::Failed)
+        .collect();
     if !failed.is_empty() {
         let _ = writeln!(md, "\n## Failed trials\n");
         for t in failed {

@@ -30,6 +30,23 @@ impl Default for Options {
     }
 }
 
+/// What one step of a plan computes, in the terms a latency table is keyed by.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepShape {
+    /// `input` (a transpose to channels-last), `input_copy`, `linear`, `conv`, `max_pool`, `avg_pool`, `global_avg_pool`, `batch_norm`,
+    /// `relu` or `add`.
+    pub kind: &'static str,
+    /// `f32`, `int8` or `int4` for linear and conv steps; `f32` otherwise.
+    pub precision: &'static str,
+    /// Output positions per sample (1 for linear; `oh·ow` for conv), or, for element-wise
+    /// steps, the elements each sample reads.
+    pub positions: usize,
+    /// Output channels (per group) and reduction length (per group) of a matrix step.
+    pub n: usize,
+    pub k: usize,
+    pub groups: usize,
+}
+
 /// One row of [`Runtime::layers`]: how a weighted layer runs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LayerInfo {
@@ -278,17 +295,18 @@ impl Runtime {
         *readers.entry(spec.output.as_str()).or_default() += 1;
         let sole = |name: &str| readers.get(name).copied().unwrap_or(0) == 1;
 
-        let input_shape =
-            match spec.input_shape.as_slice() {
-                [n] => Shape::Flat(*n),
-                [c, h, w] => Shape::Image(*h, *w, *c),
-                other => return Err(unsupported(
+        let input_shape = match spec.input_shape.as_slice() {
+            [n] => Shape::Flat(*n),
+            [c, h, w] => Shape::Image(*h, *w, *c),
+            other => {
+                return Err(unsupported(
                     INPUT,
                     format!(
                         "input shape {other:?} (expected [features] or [channels, height, width])"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut buf_elems = vec![input_shape.elems(), input_shape.elems()];
         let mut steps = vec![Step::Input {
             dst: 1,
@@ -789,6 +807,58 @@ impl Runtime {
             }
         }
         Ok(&self.out[..batch * n])
+    }
+
+    /// The steps of the plan, in order.
+    pub fn step_shapes(&self) -> Vec<StepShape> {
+        self.steps
+            .iter()
+            .map(|step| {
+                let elementwise = |positions: usize| StepShape {
+                    kind: step.kind(),
+                    precision: "f32",
+                    positions,
+                    n: 1,
+                    k: 1,
+                    groups: 1,
+                };
+                let precision = |g: &Gemm| match &g.weights {
+                    Weights::F32(_) => "f32",
+                    Weights::Int { packed, .. } if packed.nibbles => "int4",
+                    Weights::Int { .. } => "int8",
+                };
+                match step {
+                    Step::Input { shape, .. } => StepShape {
+                        // Channels-first to channels-last is a transpose; otherwise a copy.
+                        kind: match shape {
+                            Shape::Image(_, _, c) if *c > 1 => "input",
+                            _ => "input_copy",
+                        },
+                        ..elementwise(shape.elems())
+                    },
+                    Step::Linear { gemm, .. } => StepShape {
+                        kind: "linear",
+                        precision: precision(gemm),
+                        positions: 1,
+                        n: gemm.n,
+                        k: gemm.k,
+                        groups: 1,
+                    },
+                    Step::Conv { geom, gemms, .. } => StepShape {
+                        kind: "conv",
+                        precision: precision(&gemms[0]),
+                        positions: geom.oh * geom.ow,
+                        n: gemms[0].n,
+                        k: gemms[0].k,
+                        groups: gemms.len(),
+                    },
+                    Step::Pool { h, w, c, .. } => elementwise(h * w * c),
+                    Step::GlobalAvg { hw, c, .. } => elementwise(hw * c),
+                    Step::Affine { dst, .. } => elementwise(self.buf_elems[*dst]),
+                    Step::Relu { len, .. } | Step::Add { len, .. } => elementwise(*len),
+                }
+            })
+            .collect()
     }
 
     /// The median time of each step over `runs` runs of `batch` samples of zeros, with

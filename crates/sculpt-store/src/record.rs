@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum TrialState {
     Complete,
     Failed,
+    /// Screened out before fine-tuning: its predicted latency was over the budget by more
+    /// than the latency model's error. It has a latency and a size but no accuracy.
+    Infeasible,
 }
 
 impl TrialState {
@@ -17,6 +20,7 @@ impl TrialState {
         match self {
             TrialState::Complete => "complete",
             TrialState::Failed => "failed",
+            TrialState::Infeasible => "infeasible",
         }
     }
 }
@@ -78,6 +82,9 @@ pub struct TeacherRecord {
     pub size_bytes: u64,
     pub params: u64,
     pub flops: u64,
+    /// The latency model that produced every latency of the campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_model: Option<String>,
 }
 
 /// Which campaign a directory belongs to.

@@ -1,0 +1,181 @@
+//! Validation of the latency predictors: draw random plans, build each (without
+//! fine-tuning), measure it with the runtime and predict it with the lookup table and the
+//! roofline, then report each predictor's mean absolute percentage error and its share of
+//! plans within ±10% of the measured median.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use sculpt_compress::{CompressionPlan, LayerPlan};
+use sculpt_latency::{LatencyModel, Lut, MeasureSettings, Roofline};
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// What `sculpt latency validate` runs.
+pub struct ValidateRun<'a> {
+    pub model: &'a Path,
+    pub lut: Option<&'a Path>,
+    pub profile: &'a str,
+    pub plans: usize,
+    pub seed: u64,
+    pub settings: MeasureSettings,
+    /// Where the predicted-against-measured figure goes.
+    pub figure: Option<&'a Path>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationRow {
+    pub plan: usize,
+    /// The plan, one `layer: prune p, bits b` per layer.
+    pub description: String,
+    pub measured_ms: f64,
+    pub lut_ms: Option<f64>,
+    pub roofline_ms: f64,
+}
+
+/// How well one predictor did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictorScore {
+    pub model: String,
+    pub mape: f64,
+    pub within_10pct: f64,
+    pub plans: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub lut: Option<PredictorScore>,
+    pub roofline: PredictorScore,
+    /// The top-level figures of the lookup table (the roofline's when there is none).
+    pub mape: f64,
+    pub within_10pct: f64,
+    pub rows: Vec<ValidationRow>,
+}
+
+fn score(model: String, pairs: &[(f64, f64)]) -> PredictorScore {
+    let errors: Vec<f64> = pairs.iter().map(|(m, p)| (p - m).abs() / m).collect();
+    let n = errors.len().max(1) as f64;
+    PredictorScore {
+        model,
+        mape: errors.iter().sum::<f64>() / n * 100.0,
+        within_10pct: errors.iter().filter(|e| **e <= 0.10).count() as f64 / n,
+        plans: errors.len(),
+    }
+}
+
+/// A random plan: each prunable layer loses a random share of its channels (or none),
+/// and each weight layer gets f32, 8-bit or 4-bit weights.
+pub fn random_plan(graph: &sculpt_nn::Graph, rng: &mut impl Rng) -> CompressionPlan {
+    let prunable = sculpt_compress::prunable_layers(graph);
+    let mut plan = CompressionPlan::default();
+    for layer in graph.spec.weight_layers() {
+        let prune = if prunable.contains(&layer) && rng.random_bool(0.7) {
+            (rng.random_range(0.0..0.75f64) * 100.0).round() / 100.0
+        } else {
+            0.0
+        };
+        let bits = [32u32, 8, 4][rng.random_range(0..3)];
+        plan.layers.insert(
+            layer,
+            LayerPlan {
+                prune,
+                bits,
+                ..LayerPlan::default()
+            },
+        );
+    }
+    plan
+}
+
+/// Runs the validation; `progress(done, total)` reports each plan.
+pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Result<Validation> {
+    let teacher = sculpt_nn::io::load(run.model)?;
+    let lut = run.lut.map(Lut::load).transpose()?;
+    if let Some(l) = &lut {
+        if l.batch != run.settings.batch || l.threads != run.settings.threads {
+            return Err(crate::error::CampaignError::Invalid(format!(
+                "the table was profiled at batch {} on {} thread(s), the validation runs batch {} on {}; \
+                 pass --batch {} --threads {} or profile again",
+                l.batch, l.threads, run.settings.batch, run.settings.threads, l.batch, l.threads
+            )));
+        }
+    }
+    let roofline = Roofline {
+        profile: sculpt_latency::DeviceProfile::load(run.profile)?,
+        batch: run.settings.batch,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(run.seed);
+    let mut rows = Vec::with_capacity(run.plans);
+    for i in 0..run.plans {
+        let plan = random_plan(&teacher, &mut rng);
+        let graph = sculpt_compress::compress(&teacher, &plan, None)?;
+        let measured = sculpt_latency::measure(&graph, &run.settings)?.median_ms;
+        let description = plan
+            .layers
+            .iter()
+            .map(|(l, p)| format!("{l}: prune {:.2}, {} bits", p.prune, p.bits))
+            .collect::<Vec<_>>()
+            .join("; ");
+        rows.push(ValidationRow {
+            plan: i,
+            description,
+            measured_ms: measured,
+            lut_ms: lut.as_ref().map(|l| l.predict_ms(&graph)).transpose()?,
+            roofline_ms: roofline.predict_ms(&graph)?,
+        });
+        progress(i + 1, run.plans);
+    }
+    let pairs = |f: &dyn Fn(&ValidationRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| f(r).map(|p| (r.measured_ms, p)))
+            .collect()
+    };
+    let roof = score(roofline.describe(), &pairs(&|r| Some(r.roofline_ms)));
+    let lut_score = lut
+        .as_ref()
+        .map(|l| score(l.describe(), &pairs(&|r| r.lut_ms)));
+    if let Some(path) = run.figure {
+        let mut series = Vec::new();
+        if let Some(s) = &lut_score {
+            series.push((
+                format!(
+                    "lookup table: MAPE {:.1}%, {:.0}% within ±10%",
+                    s.mape,
+                    s.within_10pct * 100.0
+                ),
+                pairs(&|r| r.lut_ms),
+            ));
+        }
+        series.push((
+            format!(
+                "roofline: MAPE {:.1}%, {:.0}% within ±10%",
+                roof.mape,
+                roof.within_10pct * 100.0
+            ),
+            pairs(&|r| Some(r.roofline_ms)),
+        ));
+        sculpt_report::plot_validation(
+            path,
+            &format!(
+                "{}: {} random plans, batch {}, {} thread(s)",
+                teacher.spec.name, run.plans, run.settings.batch, run.settings.threads
+            ),
+            &series,
+        )?;
+    }
+    let headline = lut_score.as_ref().unwrap_or(&roof);
+    Ok(Validation {
+        model: teacher.spec.name.clone(),
+        batch: run.settings.batch,
+        threads: run.settings.threads,
+        mape: headline.mape,
+        within_10pct: headline.within_10pct,
+        lut: lut_score,
+        roofline: roof,
+        rows,
+    })
+}

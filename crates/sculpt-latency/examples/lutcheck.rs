@@ -1,0 +1,40 @@
+//! Compares a lookup table's entries with a model's measured steps:
+//! `cargo run --release -p sculpt-latency --example lutcheck -- LUT MODEL_DIR`.
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let lut = sculpt_latency::Lut::load(std::path::Path::new(&args[1])).unwrap();
+    let graph = sculpt_nn::io::load(std::path::Path::new(&args[2])).unwrap();
+    let mut rt = sculpt_runtime::Runtime::compile(
+        &graph,
+        &sculpt_runtime::Options {
+            max_batch: lut.batch,
+            threads: lut.threads,
+            isa: None,
+        },
+    )
+    .unwrap();
+    let times = rt.step_times(lut.batch, 300).unwrap();
+    for (s, (_, ms)) in rt.step_shapes().iter().zip(&times) {
+        let p = lut
+            .lookup(
+                s.kind,
+                s.precision,
+                s.positions as f64,
+                s.n as f64,
+                s.k as f64,
+            )
+            .unwrap()
+            * s.groups as f64;
+        println!(
+            "{:<16} {:<5} p{:<6} n{:<5} k{:<5} g{:<3} measured {:.5} lut {:.5}",
+            s.kind, s.precision, s.positions, s.n, s.k, s.groups, ms, p
+        );
+    }
+    let m = sculpt_runtime::measure(&mut rt, lut.batch, 50, 500).unwrap();
+    println!(
+        "whole: measured {:.5}, steps {:.5}, lut {:.5}",
+        m.median_ms,
+        times.iter().map(|t| t.1).sum::<f64>(),
+        lut.steps_ms(&graph).unwrap() + lut.overhead_ms
+    );
+}

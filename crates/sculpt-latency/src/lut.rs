@@ -1,0 +1,852 @@
+//! The lookup-table predictor, as nn-Meter and APQ build theirs: every kind of step the
+//! runtime executes is timed on this host over a grid of shapes and precisions, once;
+//! a graph's latency is then the sum of its steps' interpolated entries plus a per-graph
+//! overhead fitted on whole-graph measurements.
+//!
+//! The grids, per (kind, precision):
+//! - `linear`: output features `n` × input features `k`, factor-2 steps from 8 to 2048;
+//! - `conv` (3×3 kernel, padding 1): output positions × output channels × reduction
+//!   length `k = 9·c`;
+//! - element-wise steps (`input`, pooling, `batch_norm`, `relu`, `add`): elements read.
+//!
+//! An entry is looked up by multilinear interpolation of log-time in log-shape, and
+//! extrapolated the same way (a power law) past the grid's edges. A table holds one batch
+//! size and one thread count; it is stored as parquet with the columns
+//! `kind, precision, positions, n, k, ms, batch, threads, host, isa`. Two rows of kind
+//! `overhead` and `error_pct` hold the fitted per-graph overhead and the largest relative
+//! error of the fit on the calibration graphs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use sculpt_nn::graph::INPUT;
+use sculpt_nn::{Graph, GraphSpec, Node, Op, WeightQuant};
+use sculpt_runtime::{Options, Runtime};
+
+use crate::error::{LatencyError, Result};
+use crate::measure::{measure, MeasureSettings};
+use crate::model::LatencyModel;
+
+/// One timed step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LutEntry {
+    pub kind: String,
+    pub precision: String,
+    pub positions: f64,
+    pub n: f64,
+    pub k: f64,
+    pub ms: f64,
+}
+
+/// A profiled table for one batch size and thread count on one host.
+#[derive(Debug, Clone)]
+pub struct Lut {
+    pub batch: usize,
+    pub threads: usize,
+    pub host: String,
+    pub isa: String,
+    /// Fitted time of a whole graph beyond its steps' sum (dispatch, output copy).
+    pub overhead_ms: f64,
+    /// The largest relative error (in percent) of the table on its calibration graphs.
+    pub error_pct: f64,
+    pub entries: Vec<LutEntry>,
+    grids: BTreeMap<(String, String), Grid>,
+}
+
+/// The entries of one (kind, precision) as a full grid over log2 of the features.
+#[derive(Debug, Clone)]
+struct Grid {
+    axes: [Vec<f64>; 3],
+    /// log(ms) by grid index, row-major over the axes.
+    values: Vec<f64>,
+}
+
+impl Grid {
+    fn build(entries: &[&LutEntry]) -> std::result::Result<Grid, String> {
+        let feature = |e: &LutEntry, a: usize| match a {
+            0 => e.positions,
+            1 => e.n,
+            _ => e.k,
+        };
+        let mut axes: [Vec<f64>; 3] = Default::default();
+        for (a, axis) in axes.iter_mut().enumerate() {
+            let mut v: Vec<f64> = entries.iter().map(|e| feature(e, a).log2()).collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup_by(|x, y| (*x - *y).abs() < 1e-9);
+            *axis = v;
+        }
+        let len = axes.iter().map(Vec::len).product();
+        let mut values = vec![f64::NAN; len];
+        for e in entries {
+            if !(e.ms > 0.0 && e.ms.is_finite()) {
+                return Err(format!(
+                    "entry {} {} ({}, {}, {}) has time {} ms; times must be positive",
+                    e.kind, e.precision, e.positions, e.n, e.k, e.ms
+                ));
+            }
+            let mut at = 0;
+            for (a, axis) in axes.iter().enumerate() {
+                let x = feature(e, a).log2();
+                let i = axis.iter().position(|&v| (v - x).abs() < 1e-9).unwrap_or(0);
+                at = at * axis.len() + i;
+            }
+            values[at] = e.ms.ln();
+        }
+        if values.iter().any(|v| v.is_nan()) {
+            return Err(format!(
+                "the entries of {} {} do not fill a grid ({} of {} points)",
+                entries[0].kind,
+                entries[0].precision,
+                entries.len(),
+                len
+            ));
+        }
+        Ok(Grid { axes, values })
+    }
+
+    /// Interpolated (or extrapolated) milliseconds at the given features.
+    fn at(&self, features: [f64; 3]) -> f64 {
+        // Per axis: the cell's lower index and the position within it (outside [0, 1]
+        // past the edges, which extrapolates).
+        let mut cells = [(0usize, 0f64); 3];
+        for (a, axis) in self.axes.iter().enumerate() {
+            if axis.len() == 1 {
+                continue;
+            }
+            // Below the grid a step costs what its smallest entry does (kernels work in
+            // whole panels and groups); above it, the power law extrapolates.
+            let x = features[a].max(1.0).log2().max(axis[0]);
+            let i = axis
+                .windows(2)
+                .position(|w| x < w[1])
+                .unwrap_or(axis.len() - 2)
+                .min(axis.len() - 2);
+            cells[a] = (i, (x - axis[i]) / (axis[i + 1] - axis[i]));
+        }
+        let mut sum = 0.0;
+        for corner in 0..8usize {
+            let mut weight = 1.0;
+            let mut at = 0;
+            let mut valid = true;
+            for (a, axis) in self.axes.iter().enumerate() {
+                let up = (corner >> a) & 1 == 1;
+                if axis.len() == 1 {
+                    if up {
+                        valid = false;
+                    }
+                    at *= 1;
+                    continue;
+                }
+                let (i, t) = cells[a];
+                weight *= if up { t } else { 1.0 - t };
+                at = at * axis.len() + i + up as usize;
+            }
+            if valid {
+                sum += weight * self.values[at];
+            }
+        }
+        sum.exp()
+    }
+}
+
+/// What to profile.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileSettings {
+    pub batch: usize,
+    pub threads: usize,
+    /// Milliseconds of timing per grid point (at least 5 runs).
+    pub budget_ms: f64,
+}
+
+impl Default for ProfileSettings {
+    fn default() -> Self {
+        ProfileSettings {
+            batch: 1,
+            threads: 1,
+            budget_ms: 60.0,
+        }
+    }
+}
+
+const PRECISIONS: [(&str, u32); 3] = [("f32", 32), ("int8", 8), ("int4", 4)];
+const ELEMENTWISE: [&str; 8] = [
+    "input",
+    "input_copy",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "batch_norm",
+    "relu",
+    "add",
+];
+
+fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn spec(input_shape: Vec<usize>, mut nodes: Vec<Node>, last: &str, features: usize) -> GraphSpec {
+    nodes.push(node("flat", Op::Flatten, &[last]));
+    nodes.push(node(
+        "head",
+        Op::Linear {
+            in_features: features,
+            out_features: 2,
+            bias: true,
+        },
+        &["flat"],
+    ));
+    GraphSpec {
+        name: "probe".into(),
+        input_shape,
+        num_classes: 2,
+        nodes,
+        output: "head".into(),
+        weight_quant: Default::default(),
+        sparse: Default::default(),
+        act_quant: Default::default(),
+    }
+}
+
+/// A graph whose second step is the one to time, with its weight quantized to `bits`.
+fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Result<Graph> {
+    let side = (positions as f64).sqrt().round() as usize;
+    let (c, hw) = (8usize, (positions / 8).max(4));
+    let h = (hw as f64).sqrt().ceil() as usize;
+    let s = match kind {
+        "linear" => spec(
+            vec![k],
+            vec![node(
+                "layer",
+                Op::Linear {
+                    in_features: k,
+                    out_features: n,
+                    bias: true,
+                },
+                &[INPUT],
+            )],
+            "layer",
+            n,
+        ),
+        "conv" => {
+            let cin = k / 9;
+            spec(
+                vec![cin, side, side],
+                vec![node(
+                    "layer",
+                    Op::Conv2d {
+                        in_channels: cin,
+                        out_channels: n,
+                        kernel_size: 3,
+                        stride: 1,
+                        padding: 1,
+                        groups: 1,
+                        bias: true,
+                    },
+                    &[INPUT],
+                )],
+                "layer",
+                n * side * side,
+            )
+        }
+        "input_copy" => spec(
+            vec![positions],
+            vec![node("layer", Op::Relu, &[INPUT])],
+            "layer",
+            positions,
+        ),
+        "input" | "relu" => spec(
+            vec![c, h, h],
+            vec![node("layer", Op::Relu, &[INPUT])],
+            "layer",
+            c * h * h,
+        ),
+        "max_pool" | "avg_pool" => {
+            let op = if kind == "max_pool" {
+                Op::MaxPool2d {
+                    kernel_size: 2,
+                    stride: None,
+                }
+            } else {
+                Op::AvgPool2d {
+                    kernel_size: 2,
+                    stride: None,
+                }
+            };
+            spec(
+                vec![c, h, h],
+                vec![node("layer", op, &[INPUT])],
+                "layer",
+                c * (h / 2) * (h / 2),
+            )
+        }
+        "global_avg_pool" => spec(
+            vec![c, h, h],
+            vec![node("layer", Op::GlobalAvgPool, &[INPUT])],
+            "layer",
+            c,
+        ),
+        "batch_norm" => spec(
+            vec![c, h, h],
+            vec![node(
+                "layer",
+                Op::BatchNorm2d {
+                    num_features: c,
+                    eps: 1e-5,
+                    momentum: 0.1,
+                },
+                &[INPUT],
+            )],
+            "layer",
+            c * h * h,
+        ),
+        "add" => spec(
+            vec![c, h, h],
+            vec![node("layer", Op::Add, &[INPUT, INPUT])],
+            "layer",
+            c * h * h,
+        ),
+        other => {
+            return Err(LatencyError::Table {
+                path: PathBuf::from("<profile>"),
+                message: format!("no probe for step kind `{other}`"),
+            })
+        }
+    };
+    let graph = sculpt_nn::zoo::init(s, 1)?;
+    if bits >= 32 {
+        return Ok(graph);
+    }
+    let schemes = [(
+        "layer.weight".to_string(),
+        WeightQuant::symmetric_per_channel(bits),
+    )]
+    .into_iter()
+    .collect();
+    Ok(sculpt_compress::quantize(&graph, &schemes)?)
+}
+
+/// The grid of (positions, n, k) profiled for a kind.
+fn grid(kind: &str) -> Vec<(usize, usize, usize)> {
+    let pow2 = |from: u32, to: u32| (from..=to).map(|e| 1usize << e).collect::<Vec<_>>();
+    match kind {
+        "linear" => pow2(3, 11)
+            .into_iter()
+            .flat_map(|n| pow2(3, 11).into_iter().map(move |k| (1, n, k)))
+            .collect(),
+        "conv" => {
+            let mut g = Vec::new();
+            for p in [1usize, 4, 16, 64, 256, 1024] {
+                for n in [8usize, 16, 32, 64, 128] {
+                    for c in [1usize, 3, 9, 27, 81] {
+                        g.push((p, n, 9 * c));
+                    }
+                }
+            }
+            g
+        }
+        _ => pow2(6, 17).into_iter().map(|p| (p, 1, 1)).collect(),
+    }
+}
+
+/// Times one step of a probe graph: the median over as many runs as fit the budget.
+fn time_step(graph: &Graph, kind: &str, settings: &ProfileSettings) -> Result<(f64, Vec<f64>)> {
+    let mut rt = Runtime::compile(
+        graph,
+        &Options {
+            max_batch: settings.batch,
+            threads: settings.threads,
+            isa: None,
+        },
+    )?;
+    let shapes = rt.step_shapes();
+    let index = shapes.iter().position(|s| s.kind == kind).unwrap_or(0);
+    let first = rt.step_times(settings.batch, 3)?;
+    let total: f64 = first.iter().map(|t| t.1).sum::<f64>().max(1e-6);
+    let runs = ((settings.budget_ms / total) as usize).clamp(5, 400);
+    let times = rt.step_times(settings.batch, runs)?;
+    let all = times.iter().map(|t| t.1).collect();
+    Ok((times[index].1, all))
+}
+
+/// Profiles every step kind and precision on this host, then fits the per-graph overhead
+/// on the zoo's networks. `progress(done, total)` reports each grid point.
+pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize)) -> Result<Lut> {
+    // (kind, precision, weight bits, (positions, n, k)).
+    type Job = (String, &'static str, u32, (usize, usize, usize));
+    let mut jobs: Vec<Job> = Vec::new();
+    for kind in ["linear", "conv"] {
+        for (precision, bits) in PRECISIONS {
+            for point in grid(kind) {
+                jobs.push((kind.to_string(), precision, bits, point));
+            }
+        }
+    }
+    for kind in ELEMENTWISE {
+        for point in grid(kind) {
+            jobs.push((kind.to_string(), "f32", 32, point));
+        }
+    }
+    let total = jobs.len() + CALIBRATION.len();
+    let mut entries = Vec::with_capacity(jobs.len());
+    for (i, (kind, precision, bits, (p, n, k))) in jobs.iter().enumerate() {
+        let graph = probe(kind, *bits, *p, *n, *k)?;
+        let (ms, _) = time_step(&graph, kind, settings)?;
+        // The probe's actual shape (pooling and square images round the request).
+        let rt = Runtime::compile(
+            &graph,
+            &Options {
+                max_batch: 1,
+                threads: 1,
+                isa: None,
+            },
+        )?;
+        let shape = rt
+            .step_shapes()
+            .into_iter()
+            .find(|s| s.kind == kind)
+            .expect("the probe has its step");
+        entries.push(LutEntry {
+            kind: kind.clone(),
+            precision: precision.to_string(),
+            positions: shape.positions as f64,
+            n: shape.n as f64,
+            k: shape.k as f64,
+            ms: ms.max(1e-6),
+        });
+        progress(i + 1, total);
+    }
+    let isa = sculpt_runtime::Isa::detect().name().to_string();
+    let mut lut = Lut::new(
+        settings.batch,
+        settings.threads,
+        host_name(),
+        isa,
+        0.0,
+        0.0,
+        entries,
+    )
+    .map_err(|message| LatencyError::Table {
+        path: PathBuf::from("<profile>"),
+        message,
+    })?;
+    // The overhead: the median, over the calibration graphs, of a whole run's time minus
+    // the sum of its steps' times (both measured, so the table's own errors stay out).
+    let mut gaps = Vec::new();
+    let mut pairs = Vec::new();
+    for (j, (model, shape)) in CALIBRATION.iter().enumerate() {
+        let graph = sculpt_nn::zoo::build(model, shape, 10, 1)?;
+        let measured = measure(
+            &graph,
+            &MeasureSettings {
+                batch: settings.batch,
+                threads: settings.threads,
+                warmup: 20,
+                runs: 200,
+            },
+        )?
+        .median_ms;
+        let (_, steps) = time_step(&graph, "input", settings)?;
+        gaps.push(measured - steps.iter().sum::<f64>());
+        pairs.push((measured, lut.steps_ms(&graph)?));
+        progress(jobs.len() + j + 1, total);
+    }
+    gaps.sort_by(f64::total_cmp);
+    lut.overhead_ms = gaps[gaps.len() / 2].max(0.0);
+    lut.error_pct = pairs
+        .iter()
+        .map(|(m, p)| ((p + lut.overhead_ms - m) / m).abs() * 100.0)
+        .fold(0.0, f64::max);
+    Ok(lut)
+}
+
+/// The networks the per-graph overhead is fitted on.
+const CALIBRATION: [(&str, &[usize]); 4] = [
+    ("lenet-300-100", &[784]),
+    ("lenet-5", &[1, 28, 28]),
+    ("resnet-8", &[3, 32, 32]),
+    ("mobilenet-s", &[3, 32, 32]),
+];
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+impl Lut {
+    /// A table from its entries; fails when a kind's entries do not fill a grid.
+    pub fn new(
+        batch: usize,
+        threads: usize,
+        host: String,
+        isa: String,
+        overhead_ms: f64,
+        error_pct: f64,
+        entries: Vec<LutEntry>,
+    ) -> std::result::Result<Lut, String> {
+        let mut groups: BTreeMap<(String, String), Vec<&LutEntry>> = BTreeMap::new();
+        for e in &entries {
+            groups
+                .entry((e.kind.clone(), e.precision.clone()))
+                .or_default()
+                .push(e);
+        }
+        let grids = groups
+            .into_iter()
+            .map(|(key, es)| Ok((key, Grid::build(&es)?)))
+            .collect::<std::result::Result<_, String>>()?;
+        Ok(Lut {
+            batch,
+            threads,
+            host,
+            isa,
+            overhead_ms,
+            error_pct,
+            entries,
+            grids,
+        })
+    }
+
+    /// The interpolated time of one step kind at a shape.
+    pub fn lookup(
+        &self,
+        kind: &str,
+        precision: &str,
+        positions: f64,
+        n: f64,
+        k: f64,
+    ) -> Option<f64> {
+        self.grids
+            .get(&(kind.to_string(), precision.to_string()))
+            .map(|g| g.at([positions, n, k]))
+    }
+
+    /// The sum of a graph's steps, without the per-graph overhead.
+    pub fn steps_ms(&self, graph: &Graph) -> Result<f64> {
+        let rt = Runtime::compile(
+            graph,
+            &Options {
+                max_batch: 1,
+                threads: 1,
+                isa: None,
+            },
+        )?;
+        let mut total = 0.0;
+        for s in rt.step_shapes() {
+            let ms = self
+                .lookup(s.kind, s.precision, s.positions as f64, s.n as f64, s.k as f64)
+                .ok_or_else(|| LatencyError::Table {
+                    path: PathBuf::from("<lut>"),
+                    message: format!(
+                        "the table has no entries for {} steps in {}; profile again with this version of sculpt",
+                        s.kind, s.precision
+                    ),
+                })?;
+            total += ms * s.groups as f64;
+        }
+        Ok(total)
+    }
+
+    /// Writes the table as parquet, through a temporary file and a rename.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let io = |e: std::io::Error| LatencyError::Io {
+            path: path.to_path_buf(),
+            cause: e,
+        };
+        let table = |e: PolarsError| LatencyError::Table {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut rows: Vec<LutEntry> = self.entries.clone();
+        for (kind, ms) in [
+            ("overhead", self.overhead_ms),
+            ("error_pct", self.error_pct),
+        ] {
+            rows.push(LutEntry {
+                kind: kind.into(),
+                precision: String::new(),
+                positions: 0.0,
+                n: 0.0,
+                k: 0.0,
+                ms,
+            });
+        }
+        let text =
+            |f: fn(&LutEntry) -> &str| rows.iter().map(|r| f(r).to_string()).collect::<Vec<_>>();
+        let num = |f: fn(&LutEntry) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+        let len = rows.len();
+        let mut frame = DataFrame::new(
+            len,
+            vec![
+                Column::new("kind".into(), text(|r| &r.kind)),
+                Column::new("precision".into(), text(|r| &r.precision)),
+                Column::new("positions".into(), num(|r| r.positions)),
+                Column::new("n".into(), num(|r| r.n)),
+                Column::new("k".into(), num(|r| r.k)),
+                Column::new("ms".into(), num(|r| r.ms)),
+                Column::new("batch".into(), vec![self.batch as u64; len]),
+                Column::new("threads".into(), vec![self.threads as u64; len]),
+                Column::new("host".into(), vec![self.host.clone(); len]),
+                Column::new("isa".into(), vec![self.isa.clone(); len]),
+            ],
+        )
+        .map_err(table)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let file = File::create(&tmp).map_err(io)?;
+        ParquetWriter::new(file).finish(&mut frame).map_err(table)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads a table written by [`Lut::save`]. A missing file, a file that is not
+    /// parquet, a missing or mistyped column, or entries that do not fill a grid are
+    /// reported with the path and the column.
+    pub fn load(path: &Path) -> Result<Lut> {
+        let bad = |message: String| LatencyError::Table {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = File::open(path).map_err(|e| LatencyError::Io {
+            path: path.to_path_buf(),
+            cause: e,
+        })?;
+        let frame = ParquetReader::new(file)
+            .finish()
+            .map_err(|e| bad(format!("not a readable parquet table: {e}")))?;
+        let column = |name: &str| -> Result<&Column> {
+            let c = frame.column(name).map_err(|_| {
+                bad(format!(
+                    "no column `{name}`; a latency table has the columns kind, precision, positions, n, k, ms, batch, threads, host, isa"
+                ))
+            })?;
+            if c.null_count() > 0 {
+                return Err(bad(format!(
+                    "column `{name}` has {} empty values",
+                    c.null_count()
+                )));
+            }
+            Ok(c)
+        };
+        let texts = |name: &str| -> Result<Vec<String>> {
+            let c = column(name)?;
+            let v = c
+                .str()
+                .map_err(|_| bad(format!("column `{name}` holds {}, not text", c.dtype())))?;
+            Ok(v.iter()
+                .map(|s| s.unwrap_or_default().to_string())
+                .collect())
+        };
+        let floats = |name: &str| -> Result<Vec<f64>> {
+            let c = column(name)?;
+            if !c.dtype().is_primitive_numeric() {
+                return Err(bad(format!(
+                    "column `{name}` holds {}, not numbers",
+                    c.dtype()
+                )));
+            }
+            let c = c
+                .cast(&DataType::Float64)
+                .map_err(|e| bad(format!("column `{name}`: {e}")))?;
+            let v = c.f64().map_err(|e| bad(format!("column `{name}`: {e}")))?;
+            Ok(v.into_no_null_iter().collect())
+        };
+        let (kind, precision) = (texts("kind")?, texts("precision")?);
+        let (positions, n, k, ms) = (
+            floats("positions")?,
+            floats("n")?,
+            floats("k")?,
+            floats("ms")?,
+        );
+        let (batch, threads) = (floats("batch")?, floats("threads")?);
+        let (host, isa) = (texts("host")?, texts("isa")?);
+        if kind.is_empty() {
+            return Err(bad("the table is empty".into()));
+        }
+        let mut overhead = None;
+        let mut error = 0.0;
+        let mut entries = Vec::new();
+        for i in 0..kind.len() {
+            match kind[i].as_str() {
+                "overhead" => overhead = Some(ms[i]),
+                "error_pct" => error = ms[i],
+                _ => {
+                    for (name, v) in [("positions", positions[i]), ("n", n[i]), ("k", k[i])] {
+                        if !(v >= 1.0 && v.is_finite()) {
+                            return Err(bad(format!(
+                                "row {i} ({} {}): column `{name}` is {v}; shapes must be at least 1",
+                                kind[i], precision[i]
+                            )));
+                        }
+                    }
+                    entries.push(LutEntry {
+                        kind: kind[i].clone(),
+                        precision: precision[i].clone(),
+                        positions: positions[i],
+                        n: n[i],
+                        k: k[i],
+                        ms: ms[i],
+                    })
+                }
+            }
+        }
+        let overhead = overhead.ok_or_else(|| bad("no `overhead` row".into()))?;
+        if !(overhead >= 0.0 && overhead.is_finite()) {
+            return Err(bad(format!(
+                "column `ms` of the `overhead` row is {overhead}"
+            )));
+        }
+        Lut::new(
+            batch[0] as usize,
+            threads[0] as usize,
+            host[0].clone(),
+            isa[0].clone(),
+            overhead,
+            error,
+            entries,
+        )
+        .map_err(bad)
+    }
+}
+
+impl LatencyModel for Lut {
+    fn describe(&self) -> String {
+        format!(
+            "lookup table ({} on {}, batch {}, {} thread{}; largest calibration error {:.1}%)",
+            self.isa,
+            self.host,
+            self.batch,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            self.error_pct
+        )
+    }
+
+    fn predict_ms(&self, graph: &Graph) -> Result<f64> {
+        Ok(self.steps_ms(graph)? + self.overhead_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &str, positions: f64, n: f64, k: f64, ms: f64) -> LutEntry {
+        LutEntry {
+            kind: kind.into(),
+            precision: "f32".into(),
+            positions,
+            n,
+            k,
+            ms,
+        }
+    }
+
+    /// A synthetic table whose times follow `ms = 1e-6 · n · k` exactly (a power law), so
+    /// log-log interpolation and extrapolation must reproduce it.
+    fn power_law() -> Lut {
+        let mut entries = Vec::new();
+        for n in [8.0, 16.0, 32.0] {
+            for k in [8.0, 64.0] {
+                entries.push(entry("linear", 1.0, n, k, 1e-6 * n * k));
+            }
+        }
+        for p in [64.0, 256.0] {
+            entries.push(entry("relu", p, 1.0, 1.0, 1e-5 * p));
+        }
+        Lut::new(1, 1, "test".into(), "scalar".into(), 0.002, 5.0, entries).unwrap()
+    }
+
+    #[test]
+    fn lookup_interpolates_and_extrapolates_a_power_law_exactly_and_clamps_below_the_grid() {
+        let lut = power_law();
+        for (n, k) in [(8.0, 8.0), (12.0, 20.0), (32.0, 64.0), (100.0, 500.0)] {
+            let got = lut.lookup("linear", "f32", 1.0, n, k).unwrap();
+            let want = 1e-6 * n * k;
+            assert!(
+                (got / want - 1.0).abs() < 1e-9,
+                "({n}, {k}): {got} vs {want}"
+            );
+        }
+        // Below the grid: the edge's entry.
+        let below = lut.lookup("linear", "f32", 1.0, 4.0, 2.0).unwrap();
+        assert!((below / (1e-6 * 64.0) - 1.0).abs() < 1e-9, "{below}");
+        let relu = lut.lookup("relu", "f32", 128.0, 1.0, 1.0).unwrap();
+        assert!((relu / 1.28e-3 - 1.0).abs() < 1e-9, "{relu}");
+        assert!(lut.lookup("conv", "int8", 1.0, 1.0, 1.0).is_none());
+    }
+
+    #[test]
+    fn lookup_between_points_lies_between_their_times() {
+        let entries = vec![
+            entry("relu", 64.0, 1.0, 1.0, 0.001),
+            entry("relu", 256.0, 1.0, 1.0, 0.010),
+        ];
+        let lut = Lut::new(1, 1, "t".into(), "scalar".into(), 0.0, 0.0, entries).unwrap();
+        let mid = lut.lookup("relu", "f32", 128.0, 1.0, 1.0).unwrap();
+        assert!(mid > 0.001 && mid < 0.010, "{mid}");
+        // Geometric midpoint in log space.
+        assert!((mid - (0.001f64 * 0.010).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_table_round_trips_through_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lut.parquet");
+        let lut = power_law();
+        lut.save(&path).unwrap();
+        let back = Lut::load(&path).unwrap();
+        assert_eq!(back.entries, lut.entries);
+        assert_eq!((back.batch, back.threads, back.overhead_ms), (1, 1, 0.002));
+        assert_eq!(back.error_pct, 5.0);
+    }
+
+    #[test]
+    fn bad_tables_are_rejected_naming_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not parquet.
+        let path = dir.path().join("junk.parquet");
+        std::fs::write(&path, "kind,ms\nlinear,1\n").unwrap();
+        let e = Lut::load(&path).unwrap_err().to_string();
+        assert!(e.contains("junk.parquet") && e.contains("parquet"), "{e}");
+        // Missing file.
+        let e = Lut::load(&dir.path().join("none.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.parquet"), "{e}");
+        // A missing column.
+        let mut frame = df!("kind" => ["linear"], "ms" => [1.0]).unwrap();
+        let path = dir.path().join("cols.parquet");
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        let e = Lut::load(&path).unwrap_err().to_string();
+        assert!(e.contains("no column `precision`"), "{e}");
+        // Entries that do not fill a grid.
+        let mut lut = power_law();
+        lut.entries.remove(0);
+        let path = dir.path().join("holes.parquet");
+        lut.save(&path).unwrap();
+        let e = Lut::load(&path).unwrap_err().to_string();
+        assert!(e.contains("do not fill a grid"), "{e}");
+        // A negative time.
+        let mut lut = power_law();
+        lut.entries[0].ms = -1.0;
+        let path = dir.path().join("neg.parquet");
+        lut.save(&path).unwrap();
+        let e = Lut::load(&path).unwrap_err().to_string();
+        assert!(e.contains("must be positive"), "{e}");
+    }
+}
