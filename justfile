@@ -18,6 +18,7 @@ lint:
 bench:
     cargo bench --bench campaign
     cargo bench --bench mnist
+    cargo bench --bench runtime
 
 # Everything a commit needs.
 check: lint test

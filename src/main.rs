@@ -108,6 +108,10 @@ enum Command {
         /// Milliseconds of timing per grid point.
         #[arg(long, default_value_t = 60.0)]
         budget_ms: f64,
+        /// Also calibrate the roofline on this host by microbenchmarks and write the
+        /// device profile here (TOML; a campaign names it as `latency.profile`).
+        #[arg(long)]
+        host_profile: Option<PathBuf>,
     },
     /// Latency: measure a model with sculpt's runtime, or validate the predictors.
     Latency {
@@ -359,6 +363,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             batch,
             threads,
             budget_ms,
+            host_profile,
         } => profile(
             &out,
             &sculpt_latency::ProfileSettings {
@@ -366,6 +371,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 threads,
                 budget_ms,
             },
+            host_profile.as_deref(),
         ),
         Command::Latency { command } => match command {
             LatencyCommand::Validate {
@@ -573,6 +579,7 @@ fn eval(
             max_batch: 256,
             threads: settings.threads,
             isa: None,
+            sparse: Default::default(),
         },
     )?;
     let accuracy = runtime.accuracy(dataset)?;
@@ -644,7 +651,17 @@ fn counter(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn profile(out: &Path, settings: &sculpt_latency::ProfileSettings) -> anyhow::Result<()> {
+fn profile(
+    out: &Path,
+    settings: &sculpt_latency::ProfileSettings,
+    host_profile: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = host_profile {
+        let host = sculpt_latency::calibrate_host(settings.threads)?;
+        std::fs::write(path, toml::to_string(&host)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}: {}", path.display(), host.source);
+    }
     let bar = counter(0, "profiling");
     let lut = sculpt_latency::profile(settings, &mut |done, total| {
         bar.set_length(total as u64);

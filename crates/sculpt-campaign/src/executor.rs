@@ -65,6 +65,7 @@ pub fn runtime_accuracy(graph: &Graph, data: &Dataset) -> Result<f64> {
             max_batch: 256,
             threads: 1,
             isa: None,
+            sparse: Default::default(),
         },
     )
     .map_err(sculpt_latency::LatencyError::from)?;

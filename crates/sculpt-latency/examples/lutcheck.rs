@@ -3,13 +3,19 @@
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let lut = sculpt_latency::Lut::load(std::path::Path::new(&args[1])).unwrap();
-    let graph = sculpt_nn::io::load(std::path::Path::new(&args[2])).unwrap();
+    let graph = match args[2].strip_prefix("zoo:") {
+        Some("resnet-8") => sculpt_nn::zoo::build("resnet-8", &[3, 32, 32], 10, 1).unwrap(),
+        Some("mobilenet-s") => sculpt_nn::zoo::build("mobilenet-s", &[3, 32, 32], 10, 1).unwrap(),
+        _ => sculpt_nn::io::load(std::path::Path::new(&args[2])).unwrap(),
+    };
+    println!("scale {} overhead {}", lut.scale, lut.overhead_ms);
     let mut rt = sculpt_runtime::Runtime::compile(
         &graph,
         &sculpt_runtime::Options {
             max_batch: lut.batch,
             threads: lut.threads,
             isa: None,
+            sparse: Default::default(),
         },
     )
     .unwrap();

@@ -3,6 +3,7 @@
 //! campaigns, screening and reports use without knowing which model answers. It knows
 //! nothing about search or storage.
 
+pub mod calibrate;
 pub mod error;
 pub mod lut;
 pub mod measure;
@@ -10,6 +11,7 @@ pub mod model;
 pub mod profile;
 pub mod roofline;
 
+pub use calibrate::calibrate_host;
 pub use error::{LatencyError, Result};
 pub use lut::{profile, Lut, LutEntry, ProfileSettings};
 pub use measure::{measure, MeasureSettings};

@@ -5,22 +5,29 @@
 //!
 //! The grids, per (kind, precision):
 //! - `linear`: output features `n` × input features `k`, factor-2 steps from 8 to 2048;
-//! - `conv` (3×3 kernel, padding 1): output positions × output channels × reduction
-//!   length `k = 9·c`;
+//! - `conv1`, `conv3`, `conv5` (by kernel width, no padding): output positions ×
+//!   output channels per group × reduction length per group (`k = width²·c`); `conv7`
+//!   and other widths use the nearest profiled width; `conv_grouped` (depthwise 3×3
+//!   probes): output positions × groups, its entry covering every group;
 //! - element-wise steps (`input`, pooling, `batch_norm`, `relu`, `add`): elements read.
+//!
+//! A graph's prediction is `scale · Σ entries + overhead`, with `scale` and `overhead`
+//! fitted by least squares (on relative error) to whole-graph measurements of random
+//! plans of the zoo's networks.
 //!
 //! An entry is looked up by multilinear interpolation of log-time in log-shape, and
 //! extrapolated the same way (a power law) past the grid's edges. A table holds one batch
 //! size and one thread count; it is stored as parquet with the columns
-//! `kind, precision, positions, n, k, ms, batch, threads, host, isa`. Two rows of kind
-//! `overhead` and `error_pct` hold the fitted per-graph overhead and the largest relative
-//! error of the fit on the calibration graphs.
+//! `kind, precision, positions, n, k, ms, batch, threads, host, isa`. Rows of kind
+//! `overhead`, `scale` and `error_pct` hold the fit and its largest relative error on the
+//! calibration graphs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+use rand::SeedableRng;
 use sculpt_nn::graph::INPUT;
 use sculpt_nn::{Graph, GraphSpec, Node, Op, WeightQuant};
 use sculpt_runtime::{Options, Runtime};
@@ -47,7 +54,9 @@ pub struct Lut {
     pub threads: usize,
     pub host: String,
     pub isa: String,
-    /// Fitted time of a whole graph beyond its steps' sum (dispatch, output copy).
+    /// A graph's prediction is `scale · Σ entries + overhead_ms`, both fitted on
+    /// whole-graph measurements of random plans.
+    pub scale: f64,
     pub overhead_ms: f64,
     /// The largest relative error (in percent) of the table on its calibration graphs.
     pub error_pct: f64,
@@ -55,11 +64,11 @@ pub struct Lut {
     grids: BTreeMap<(String, String), Grid>,
 }
 
-/// The entries of one (kind, precision) as a full grid over log2 of the features.
+/// The entries of one (kind, precision) as a full grid over the features.
 #[derive(Debug, Clone)]
 struct Grid {
     axes: [Vec<f64>; 3],
-    /// log(ms) by grid index, row-major over the axes.
+    /// Milliseconds by grid index, row-major over the axes.
     values: Vec<f64>,
 }
 
@@ -72,7 +81,7 @@ impl Grid {
         };
         let mut axes: [Vec<f64>; 3] = Default::default();
         for (a, axis) in axes.iter_mut().enumerate() {
-            let mut v: Vec<f64> = entries.iter().map(|e| feature(e, a).log2()).collect();
+            let mut v: Vec<f64> = entries.iter().map(|e| feature(e, a)).collect();
             v.sort_by(f64::total_cmp);
             v.dedup_by(|x, y| (*x - *y).abs() < 1e-9);
             *axis = v;
@@ -88,11 +97,11 @@ impl Grid {
             }
             let mut at = 0;
             for (a, axis) in axes.iter().enumerate() {
-                let x = feature(e, a).log2();
+                let x = feature(e, a);
                 let i = axis.iter().position(|&v| (v - x).abs() < 1e-9).unwrap_or(0);
                 at = at * axis.len() + i;
             }
-            values[at] = e.ms.ln();
+            values[at] = e.ms;
         }
         if values.iter().any(|v| v.is_nan()) {
             return Err(format!(
@@ -117,7 +126,7 @@ impl Grid {
             }
             // Below the grid a step costs what its smallest entry does (kernels work in
             // whole panels and groups); above it, the power law extrapolates.
-            let x = features[a].max(1.0).log2().max(axis[0]);
+            let x = features[a].max(axis[0]);
             let i = axis
                 .windows(2)
                 .position(|w| x < w[1])
@@ -147,7 +156,9 @@ impl Grid {
                 sum += weight * self.values[at];
             }
         }
-        sum.exp()
+        // Linear extrapolation can undershoot far past the grid; a step never costs less
+        // than the grid's cheapest entry.
+        sum.max(self.values.iter().copied().fold(f64::INFINITY, f64::min))
     }
 }
 
@@ -233,18 +244,21 @@ fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Result<
             "layer",
             n,
         ),
-        "conv" => {
-            let cin = k / 9;
+        "conv1" | "conv3" | "conv5" => {
+            let width: usize = kind[4..].parse().unwrap_or(3);
+            let cin = k / (width * width);
+            // No padding: every patch lies inside the image, as in most of a real layer.
+            let input = side + width - 1;
             spec(
-                vec![cin, side, side],
+                vec![cin, input, input],
                 vec![node(
                     "layer",
                     Op::Conv2d {
                         in_channels: cin,
                         out_channels: n,
-                        kernel_size: 3,
+                        kernel_size: width,
                         stride: 1,
-                        padding: 1,
+                        padding: 0,
                         groups: 1,
                         bias: true,
                     },
@@ -254,6 +268,25 @@ fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Result<
                 n * side * side,
             )
         }
+        "conv_grouped" => spec(
+            // Depthwise 3×3: `n` channels, each its own group.
+            vec![n, side + 2, side + 2],
+            vec![node(
+                "layer",
+                Op::Conv2d {
+                    in_channels: n,
+                    out_channels: n,
+                    kernel_size: 3,
+                    stride: 1,
+                    padding: 0,
+                    groups: n,
+                    bias: true,
+                },
+                &[INPUT],
+            )],
+            "layer",
+            n * side * side,
+        ),
         "input_copy" => spec(
             vec![positions],
             vec![node("layer", Op::Relu, &[INPUT])],
@@ -339,13 +372,23 @@ fn grid(kind: &str) -> Vec<(usize, usize, usize)> {
             .into_iter()
             .flat_map(|n| pow2(3, 11).into_iter().map(move |k| (1, n, k)))
             .collect(),
-        "conv" => {
+        "conv1" | "conv3" | "conv5" => {
+            let width: usize = kind[4..].parse().unwrap_or(3);
             let mut g = Vec::new();
             for p in [1usize, 4, 16, 64, 256, 1024] {
                 for n in [8usize, 16, 32, 64, 128] {
                     for c in [1usize, 3, 9, 27, 81] {
-                        g.push((p, n, 9 * c));
+                        g.push((p, n, width * width * c));
                     }
+                }
+            }
+            g
+        }
+        "conv_grouped" => {
+            let mut g = Vec::new();
+            for p in [1usize, 4, 16, 64, 256, 1024] {
+                for groups in [4usize, 16, 64, 256] {
+                    g.push((p, groups, 9));
                 }
             }
             g
@@ -362,6 +405,7 @@ fn time_step(graph: &Graph, kind: &str, settings: &ProfileSettings) -> Result<(f
             max_batch: settings.batch,
             threads: settings.threads,
             isa: None,
+            sparse: Default::default(),
         },
     )?;
     let shapes = rt.step_shapes();
@@ -380,7 +424,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
     // (kind, precision, weight bits, (positions, n, k)).
     type Job = (String, &'static str, u32, (usize, usize, usize));
     let mut jobs: Vec<Job> = Vec::new();
-    for kind in ["linear", "conv"] {
+    for kind in ["linear", "conv1", "conv3", "conv5", "conv_grouped"] {
         for (precision, bits) in PRECISIONS {
             for point in grid(kind) {
                 jobs.push((kind.to_string(), precision, bits, point));
@@ -392,7 +436,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
             jobs.push((kind.to_string(), "f32", 32, point));
         }
     }
-    let total = jobs.len() + CALIBRATION.len();
+    let total = jobs.len() + CALIBRATION.len() * CALIBRATION_PLANS;
     let mut entries = Vec::with_capacity(jobs.len());
     for (i, (kind, precision, bits, (p, n, k))) in jobs.iter().enumerate() {
         let graph = probe(kind, *bits, *p, *n, *k)?;
@@ -404,6 +448,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
                 max_batch: 1,
                 threads: 1,
                 isa: None,
+                sparse: Default::default(),
             },
         )?;
         let shape = rt
@@ -415,7 +460,12 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
             kind: kind.clone(),
             precision: precision.to_string(),
             positions: shape.positions as f64,
-            n: shape.n as f64,
+            // A grouped convolution's entry covers all its groups, keyed by their count.
+            n: if kind == "conv_grouped" {
+                shape.groups as f64
+            } else {
+                shape.n as f64
+            },
             k: shape.k as f64,
             ms: ms.max(1e-6),
         });
@@ -435,35 +485,101 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         path: PathBuf::from("<profile>"),
         message,
     })?;
-    // The overhead: the median, over the calibration graphs, of a whole run's time minus
-    // the sum of its steps' times (both measured, so the table's own errors stay out).
-    let mut gaps = Vec::new();
+    // The fit: whole-graph times of random plans of the zoo's networks against the sums of
+    // their steps' entries, `measured ≈ scale · Σ entries + overhead`, by least squares on
+    // relative error. It absorbs what single-step probes miss: weights evicted from the
+    // caches by other layers, and the plan's fixed costs.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(CALIBRATION_SEED);
     let mut pairs = Vec::new();
-    for (j, (model, shape)) in CALIBRATION.iter().enumerate() {
-        let graph = sculpt_nn::zoo::build(model, shape, 10, 1)?;
-        let measured = measure(
-            &graph,
-            &MeasureSettings {
-                batch: settings.batch,
-                threads: settings.threads,
-                warmup: 20,
-                runs: 200,
-            },
-        )?
-        .median_ms;
-        let (_, steps) = time_step(&graph, "input", settings)?;
-        gaps.push(measured - steps.iter().sum::<f64>());
-        pairs.push((measured, lut.steps_ms(&graph)?));
-        progress(jobs.len() + j + 1, total);
+    let mut done = jobs.len();
+    for (model, shape) in CALIBRATION {
+        let teacher = sculpt_nn::zoo::build(model, shape, 10, 1)?;
+        for i in 0..CALIBRATION_PLANS {
+            let graph = if i == 0 {
+                teacher.clone()
+            } else {
+                sculpt_compress::compress(&teacher, &random_plan(&teacher, &mut rng), None)?
+            };
+            let measured = measure(
+                &graph,
+                &MeasureSettings {
+                    batch: settings.batch,
+                    threads: settings.threads,
+                    warmup: 10,
+                    runs: if settings.batch > 8 { 40 } else { 200 },
+                },
+            )?
+            .median_ms;
+            pairs.push((measured, lut.steps_ms(&graph)?));
+            done += 1;
+            progress(done, total);
+        }
     }
-    gaps.sort_by(f64::total_cmp);
-    lut.overhead_ms = gaps[gaps.len() / 2].max(0.0);
+    let (scale, overhead) = fit(&pairs);
+    lut.scale = scale;
+    lut.overhead_ms = overhead;
     lut.error_pct = pairs
         .iter()
-        .map(|(m, p)| ((p + lut.overhead_ms - m) / m).abs() * 100.0)
+        .map(|(m, p)| ((scale * p + overhead - m) / m).abs() * 100.0)
         .fold(0.0, f64::max);
     Ok(lut)
 }
+
+/// `(a, b)` minimising `Σ ((a·p + b − m) / m)²` over (measured, predicted) pairs; `a` is kept
+/// positive and `b` non-negative.
+fn fit(pairs: &[(f64, f64)]) -> (f64, f64) {
+    let (mut spp, mut sp, mut s1, mut spm, mut sm) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(m, p) in pairs {
+        let w = 1.0 / (m * m);
+        spp += w * p * p;
+        sp += w * p;
+        s1 += w;
+        spm += w * p * m;
+        sm += w * m;
+    }
+    let det = spp * s1 - sp * sp;
+    let (a, b) = if det.abs() > 1e-300 {
+        ((spm * s1 - sp * sm) / det, (spp * sm - sp * spm) / det)
+    } else {
+        (1.0, 0.0)
+    };
+    if a > 0.0 && b >= 0.0 {
+        (a, b)
+    } else {
+        // With no overhead: a = Σ w p m / Σ w p².
+        ((spm / spp).max(1e-9), 0.0)
+    }
+}
+
+/// A random plan: each prunable layer loses a random share of its channels (or none), and
+/// each weight layer gets f32, 8-bit or 4-bit weights. Calibration and validation draw
+/// their plans this way (from different seeds).
+pub fn random_plan(graph: &Graph, rng: &mut impl rand::Rng) -> sculpt_compress::CompressionPlan {
+    let prunable = sculpt_compress::prunable_layers(graph);
+    let mut plan = sculpt_compress::CompressionPlan::default();
+    for layer in graph.spec.weight_layers() {
+        let prune = if prunable.contains(&layer) && rng.random_bool(0.7) {
+            (rng.random_range(0.0..0.75f64) * 100.0).round() / 100.0
+        } else {
+            0.0
+        };
+        let bits = [32u32, 8, 4][rng.random_range(0..3)];
+        plan.layers.insert(
+            layer,
+            sculpt_compress::LayerPlan {
+                prune,
+                bits,
+                ..Default::default()
+            },
+        );
+    }
+    plan
+}
+
+/// Plans per calibration network (the first is the network itself), and their seed;
+/// `sculpt latency validate` draws its plans from other seeds.
+const CALIBRATION_PLANS: usize = 8;
+const CALIBRATION_SEED: u64 = 0xCA11B;
 
 /// The networks the per-graph overhead is fitted on.
 const CALIBRATION: [(&str, &[usize]); 4] = [
@@ -512,6 +628,7 @@ impl Lut {
             threads,
             host,
             isa,
+            scale: 1.0,
             overhead_ms,
             error_pct,
             entries,
@@ -541,12 +658,18 @@ impl Lut {
                 max_batch: 1,
                 threads: 1,
                 isa: None,
+                sparse: Default::default(),
             },
         )?;
         let mut total = 0.0;
         for s in rt.step_shapes() {
+            let n = match s.kind {
+                "conv_grouped" => s.groups,
+                "linear" | "conv1" | "conv3" | "conv5" | "conv7" | "conv" => s.n.div_ceil(16) * 16,
+                _ => s.n,
+            };
             let ms = self
-                .lookup(s.kind, s.precision, s.positions as f64, s.n as f64, s.k as f64)
+                .lookup(s.kind, s.precision, s.positions as f64, n as f64, s.k as f64)
                 .ok_or_else(|| LatencyError::Table {
                     path: PathBuf::from("<lut>"),
                     message: format!(
@@ -554,7 +677,11 @@ impl Lut {
                         s.kind, s.precision
                     ),
                 })?;
-            total += ms * s.groups as f64;
+            total += if s.kind == "conv_grouped" {
+                ms
+            } else {
+                ms * s.groups as f64
+            };
         }
         Ok(total)
     }
@@ -572,6 +699,7 @@ impl Lut {
         let mut rows: Vec<LutEntry> = self.entries.clone();
         for (kind, ms) in [
             ("overhead", self.overhead_ms),
+            ("scale", self.scale),
             ("error_pct", self.error_pct),
         ] {
             rows.push(LutEntry {
@@ -677,11 +805,13 @@ impl Lut {
         }
         let mut overhead = None;
         let mut error = 0.0;
+        let mut scale = 1.0;
         let mut entries = Vec::new();
         for i in 0..kind.len() {
             match kind[i].as_str() {
                 "overhead" => overhead = Some(ms[i]),
                 "error_pct" => error = ms[i],
+                "scale" => scale = ms[i],
                 _ => {
                     for (name, v) in [("positions", positions[i]), ("n", n[i]), ("k", k[i])] {
                         if !(v >= 1.0 && v.is_finite()) {
@@ -708,7 +838,12 @@ impl Lut {
                 "column `ms` of the `overhead` row is {overhead}"
             )));
         }
-        Lut::new(
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(bad(format!(
+                "column `ms` of the `scale` row is {scale}; it must be positive"
+            )));
+        }
+        let mut lut = Lut::new(
             batch[0] as usize,
             threads[0] as usize,
             host[0].clone(),
@@ -717,7 +852,9 @@ impl Lut {
             error,
             entries,
         )
-        .map_err(bad)
+        .map_err(bad)?;
+        lut.scale = scale;
+        Ok(lut)
     }
 }
 
@@ -735,7 +872,7 @@ impl LatencyModel for Lut {
     }
 
     fn predict_ms(&self, graph: &Graph) -> Result<f64> {
-        Ok(self.steps_ms(graph)? + self.overhead_ms)
+        Ok(self.scale * self.steps_ms(graph)? + self.overhead_ms)
     }
 }
 
@@ -754,8 +891,8 @@ mod tests {
         }
     }
 
-    /// A synthetic table whose times follow `ms = 1e-6 · n · k` exactly (a power law), so
-    /// log-log interpolation and extrapolation must reproduce it.
+    /// A synthetic table whose times follow `ms = 1e-6 · n · k` exactly (bilinear), so
+    /// interpolation and extrapolation must reproduce it.
     fn power_law() -> Lut {
         let mut entries = Vec::new();
         for n in [8.0, 16.0, 32.0] {
@@ -765,12 +902,13 @@ mod tests {
         }
         for p in [64.0, 256.0] {
             entries.push(entry("relu", p, 1.0, 1.0, 1e-5 * p));
+            entries.push(entry("input_copy", p, 1.0, 1.0, 1e-6 * p));
         }
         Lut::new(1, 1, "test".into(), "scalar".into(), 0.002, 5.0, entries).unwrap()
     }
 
     #[test]
-    fn lookup_interpolates_and_extrapolates_a_power_law_exactly_and_clamps_below_the_grid() {
+    fn lookup_interpolates_and_extrapolates_a_bilinear_cost_exactly_and_clamps_below_the_grid() {
         let lut = power_law();
         for (n, k) in [(8.0, 8.0), (12.0, 20.0), (32.0, 64.0), (100.0, 500.0)] {
             let got = lut.lookup("linear", "f32", 1.0, n, k).unwrap();
@@ -789,6 +927,22 @@ mod tests {
     }
 
     #[test]
+    fn the_fit_recovers_a_scale_and_an_overhead() {
+        let pairs: Vec<(f64, f64)> = [0.01, 0.02, 0.05, 0.3]
+            .iter()
+            .map(|&p| (1.3 * p + 0.004, p))
+            .collect();
+        let (a, b) = fit(&pairs);
+        assert!(
+            (a - 1.3).abs() < 1e-9 && (b - 0.004).abs() < 1e-9,
+            "{a} {b}"
+        );
+        // A negative overhead is not allowed: the scale alone is fitted.
+        let (a, b) = fit(&[(1.0, 1.0), (3.0, 2.0)]);
+        assert!(a > 0.0 && b == 0.0, "{a} {b}");
+    }
+
+    #[test]
     fn lookup_between_points_lies_between_their_times() {
         let entries = vec![
             entry("relu", 64.0, 1.0, 1.0, 0.001),
@@ -797,18 +951,25 @@ mod tests {
         let lut = Lut::new(1, 1, "t".into(), "scalar".into(), 0.0, 0.0, entries).unwrap();
         let mid = lut.lookup("relu", "f32", 128.0, 1.0, 1.0).unwrap();
         assert!(mid > 0.001 && mid < 0.010, "{mid}");
-        // Geometric midpoint in log space.
-        assert!((mid - (0.001f64 * 0.010).sqrt()).abs() < 1e-12);
+        // A third of the way from 64 to 256.
+        assert!((mid - (0.001 + 0.009 / 3.0)).abs() < 1e-12, "{mid}");
     }
 
     #[test]
     fn a_table_round_trips_through_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lut.parquet");
-        let lut = power_law();
+        let mut lut = power_law();
+        lut.scale = 1.25;
         lut.save(&path).unwrap();
         let back = Lut::load(&path).unwrap();
         assert_eq!(back.entries, lut.entries);
+        assert_eq!(back.scale, 1.25);
+        let g = sculpt_nn::zoo::build("mlp", &[8], 16, 0).unwrap();
+        assert!(
+            (back.predict_ms(&g).unwrap() - (1.25 * back.steps_ms(&g).unwrap() + 0.002)).abs()
+                < 1e-12
+        );
         assert_eq!((back.batch, back.threads, back.overhead_ms), (1, 1, 0.002));
         assert_eq!(back.error_pct, 5.0);
     }

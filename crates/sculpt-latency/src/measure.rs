@@ -35,6 +35,7 @@ pub fn measure(graph: &Graph, settings: &MeasureSettings) -> Result<Measurement>
             max_batch: settings.batch.max(1),
             threads: settings.threads.max(1),
             isa: None,
+            sparse: Default::default(),
         },
     )?;
     Ok(sculpt_runtime::measure(

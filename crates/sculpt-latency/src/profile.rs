@@ -34,10 +34,21 @@ pub struct DeviceProfile {
 }
 
 /// Built-in profiles: (name, TOML text).
-const BUILTIN: &[(&str, &str)] = &[(
-    "epyc-zen4-1core",
-    include_str!("../../../profiles/epyc-zen4-1core.toml"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "epyc-zen4-1core",
+        include_str!("../../../profiles/epyc-zen4-1core.toml"),
+    ),
+    (
+        "cortex-a76-1core",
+        include_str!("../../../profiles/cortex-a76-1core.toml"),
+    ),
+    (
+        "jetson-orin-cpu-1core",
+        include_str!("../../../profiles/jetson-orin-cpu-1core.toml"),
+    ),
+    ("edge-tpu", include_str!("../../../profiles/int8-npu.toml")),
+];
 
 impl DeviceProfile {
     /// Parses a profile from TOML text; `origin` names the file in errors.
@@ -122,6 +133,20 @@ mod tests {
         let p = DeviceProfile::load("epyc-zen4-1core").unwrap();
         assert!(p.ops_per_second.int8 > p.ops_per_second.f32);
         assert!(!p.source.is_empty());
+    }
+
+    #[test]
+    fn every_builtin_profile_loads() {
+        assert!(BUILTIN.len() >= 4);
+        for name in DeviceProfile::builtin_names() {
+            let p = DeviceProfile::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(p.name, name, "name field of builtin `{name}`");
+            assert!(!p.source.trim().is_empty(), "{name} has no source");
+            assert!(
+                p.ops_per_second.int8 >= p.ops_per_second.f32,
+                "{name}: int8 rate below f32 rate"
+            );
+        }
     }
 
     #[test]

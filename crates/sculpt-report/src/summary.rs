@@ -59,6 +59,9 @@ pub fn render_summary(report: &Report) -> String {
         trials.len() - complete - infeasible,
         infeasible
     );
+    if let Some(model) = &teacher.latency_model {
+        let _ = writeln!(md, "Latency model: {model}.\n");
+    }
     let _ = writeln!(md, "## Teacher\n");
     let _ = writeln!(
         md,

@@ -12,6 +12,7 @@ fn main() {
             max_batch: batch,
             threads,
             isa: None,
+            sparse: Default::default(),
         },
     )
     .unwrap();

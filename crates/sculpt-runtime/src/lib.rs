@@ -24,7 +24,7 @@ mod plan;
 
 pub use kernel::Isa;
 pub use measure::{measure, Measurement};
-pub use plan::{LayerInfo, Options, Runtime, StepShape};
+pub use plan::{LayerInfo, Options, Runtime, SparsePolicy, StepShape};
 
 /// Errors of compiling or running a plan.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,20 @@ pub struct Options {
     pub threads: usize,
     /// The instruction set; `None` detects the best this CPU has.
     pub isa: Option<Isa>,
+    /// When an unstructured-sparse Linear layer runs with the sparse kernel.
+    pub sparse: SparsePolicy,
+}
+
+/// When an unstructured-sparse f32 Linear layer (one the graph lists as `sparse`) runs with
+/// the compressed-sparse-row kernel instead of the dense one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparsePolicy {
+    /// Where it is measured, at compile time, to be faster at batch 1 (plans of batch 4 or
+    /// less only).
+    #[default]
+    Measure,
+    Always,
+    Never,
 }
 
 impl Default for Options {
@@ -26,6 +40,7 @@ impl Default for Options {
             max_batch: 64,
             threads: 1,
             isa: None,
+            sparse: SparsePolicy::Measure,
         }
     }
 }
@@ -33,7 +48,9 @@ impl Default for Options {
 /// What one step of a plan computes, in the terms a latency table is keyed by.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepShape {
-    /// `input` (a transpose to channels-last), `input_copy`, `linear`, `conv`, `max_pool`, `avg_pool`, `global_avg_pool`, `batch_norm`,
+    /// `input` (a transpose to channels-last), `input_copy`, `linear`, `conv1`, `conv3`,
+    /// `conv5`, `conv7` (by kernel width), `conv` (other widths), `conv_grouped` (any
+    /// grouped or depthwise convolution), `max_pool`, `avg_pool`, `global_avg_pool`, `batch_norm`,
     /// `relu` or `add`.
     pub kind: &'static str,
     /// `f32`, `int8` or `int4` for linear and conv steps; `f32` otherwise.
@@ -83,9 +100,61 @@ struct Value {
     nhwc: Option<(usize, usize, usize)>,
 }
 
+/// An f32 weight in compressed sparse rows, for layers whose zeros make it faster than
+/// the dense kernel.
+#[derive(Debug)]
+struct Csr {
+    rows: Vec<u32>,
+    cols: Vec<u32>,
+    vals: Vec<f32>,
+}
+
+impl Csr {
+    fn from_dense(w: &[f32], n: usize, k: usize) -> Csr {
+        let mut rows = Vec::with_capacity(n + 1);
+        let (mut cols, mut vals) = (Vec::new(), Vec::new());
+        rows.push(0);
+        for r in 0..n {
+            for (c, &v) in w[r * k..(r + 1) * k].iter().enumerate() {
+                if v != 0.0 {
+                    cols.push(c as u32);
+                    vals.push(v);
+                }
+            }
+            rows.push(vals.len() as u32);
+        }
+        Csr { rows, cols, vals }
+    }
+
+    /// `out[r] = Σ_j W[r][j] · x[j]` for one input row.
+    fn dots(&self, x: &[f32], out: &mut [f32]) {
+        for (r, o) in out.iter_mut().enumerate() {
+            let (a, b) = (self.rows[r] as usize, self.rows[r + 1] as usize);
+            let (cols, vals) = (&self.cols[a..b], &self.vals[a..b]);
+            let mut acc = [0f32; 4];
+            let mut chunks = cols.chunks_exact(4).zip(vals.chunks_exact(4));
+            for (c, v) in &mut chunks {
+                for i in 0..4 {
+                    acc[i] += v[i] * x[c[i] as usize];
+                }
+            }
+            let tail = cols.len() / 4 * 4;
+            for i in tail..cols.len() {
+                acc[0] += vals[i] * x[cols[i] as usize];
+            }
+            *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.rows.len() * 4 + self.cols.len() * 4 + self.vals.len() * 4
+    }
+}
+
 #[derive(Debug)]
 enum Weights {
     F32(PackedF32),
+    Sparse(Csr),
     /// Stored values `v` with `W = (v + off[n]) · scale[n]`; `vsum[n] = Σ_k v`.
     Int {
         packed: PackedInt,
@@ -385,6 +454,23 @@ impl Runtime {
                         0,
                         *out_features,
                     )?;
+                    let mut gemm = gemm;
+                    if spec.sparse.contains(&format!("{name}.weight")) {
+                        if let Weights::F32(packed) = &gemm.weights {
+                            let csr = Csr::from_dense(&w, *out_features, *in_features);
+                            let use_it = match options.sparse {
+                                SparsePolicy::Always => true,
+                                SparsePolicy::Never => false,
+                                SparsePolicy::Measure => {
+                                    max_batch <= SPARSE_MAX_BATCH
+                                        && sparse_is_faster(&csr, packed, isa)
+                                }
+                            };
+                            if use_it {
+                                gemm.weights = Weights::Sparse(csr);
+                            }
+                        }
+                    }
                     scratch.gemm(&gemm, max_batch, None);
                     let shape = Shape::Flat(*out_features);
                     let dst = new_buf(shape, &mut buf_elems);
@@ -824,6 +910,7 @@ impl Runtime {
                 };
                 let precision = |g: &Gemm| match &g.weights {
                     Weights::F32(_) => "f32",
+                    Weights::Sparse(_) => "f32_csr",
                     Weights::Int { packed, .. } if packed.nibbles => "int4",
                     Weights::Int { .. } => "int8",
                 };
@@ -845,7 +932,16 @@ impl Runtime {
                         groups: 1,
                     },
                     Step::Conv { geom, gemms, .. } => StepShape {
-                        kind: "conv",
+                        // im2col's cost depends on the kernel's width, so each width has
+                        // its own kind.
+                        kind: match geom.k {
+                            _ if gemms.len() > 1 => "conv_grouped",
+                            1 => "conv1",
+                            3 => "conv3",
+                            5 => "conv5",
+                            7 => "conv7",
+                            _ => "conv",
+                        },
                         precision: precision(&gemms[0]),
                         positions: geom.oh * geom.ow,
                         n: gemms[0].n,
@@ -864,7 +960,8 @@ impl Runtime {
     /// The median time of each step over `runs` runs of `batch` samples of zeros, with
     /// the step's kind: where a plan spends its time.
     pub fn step_times(&mut self, batch: usize, runs: usize) -> Result<Vec<(String, f64)>> {
-        let input = vec![0.5f32; batch * self.input_elems];
+        // The same pseudo-random input as `measure`, so a step's time here is its time there.
+        let input = crate::measure::probe_input(batch * self.input_elems);
         self.run(&input, batch)?;
         let mut times = vec![Vec::with_capacity(runs); self.steps.len()];
         for _ in 0..runs.max(1) {
@@ -1135,13 +1232,13 @@ impl Scratch {
                     self.qimg = self.qimg.max(per_sample * batch_rows);
                 }
             }
-            (Weights::F32(_), Some((per_sample, k))) => {
+            (Weights::F32(_) | Weights::Sparse(_), Some((per_sample, k))) => {
                 self.fcol = self.fcol.max(batch_rows * k);
                 if matches!(gemm.act, ActIn::Fake(_)) {
                     self.fq = self.fq.max(per_sample);
                 }
             }
-            (Weights::F32(_), None) => {
+            (Weights::F32(_) | Weights::Sparse(_), None) => {
                 if matches!(gemm.act, ActIn::Fake(_)) {
                     self.fq = self.fq.max(gemm.k);
                 }
@@ -1160,6 +1257,10 @@ impl Gemm {
         };
         match &self.weights {
             Weights::F32(_) => format!("f32{act}"),
+            Weights::Sparse(c) => format!(
+                "f32 sparse (CSR, {:.0}% nonzero){act}",
+                c.vals.len() as f64 / (self.n * self.k).max(1) as f64 * 100.0
+            ),
             Weights::Int { packed, .. } if packed.nibbles => format!("int4 packed{act}"),
             Weights::Int { .. } => format!("int8{act}"),
         }
@@ -1172,6 +1273,7 @@ impl Gemm {
     fn weight_bytes(&self) -> usize {
         match &self.weights {
             Weights::F32(p) => p.bytes(),
+            Weights::Sparse(c) => c.bytes(),
             Weights::Int { packed, .. } => packed.bytes(),
         }
     }
@@ -1307,6 +1409,46 @@ fn build_gemm(
     })
 }
 
+/// Multiply-adds below which a matrix product runs on the calling thread alone: waking a
+/// pool's threads costs several microseconds, as much as such a product takes
+/// (measured against onnxruntime at batch 1; see `benches/ort_peer.py`).
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+/// Sparse kernels are considered only for plans of small batches: at larger batches the
+/// dense kernel reuses each weight across rows and always wins.
+const SPARSE_MAX_BATCH: usize = 4;
+
+/// Times one input row through the dense and the sparse kernel (medians of 25 runs) and
+/// says whether the sparse one is faster: a sparse kernel is used only where it is
+/// measured to be.
+fn sparse_is_faster(csr: &Csr, packed: &PackedF32, isa: Isa) -> bool {
+    let x = vec![0.5f32; packed.k];
+    let mut out = vec![0f32; packed.n];
+    let median = |f: &mut dyn FnMut()| {
+        let mut t: Vec<f64> = (0..25)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                f();
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[12]
+    };
+    let sparse = median(&mut || csr.dots(&x, &mut out));
+    let dense = median(&mut || {
+        let mut tile = [[0f32; NR * PANEL]; MR];
+        let mut p = 0;
+        while p < packed.panels {
+            let nr = (packed.panels - p).min(NR);
+            unsafe { kernel::tile_f32(isa, x.as_ptr(), packed.k, 1, packed, p, nr, &mut tile) };
+            std::hint::black_box(&tile);
+            p += nr;
+        }
+    });
+    sparse < dense
+}
+
 /// A raw pointer that worker threads may share; every tile writes its own cells.
 #[derive(Clone, Copy)]
 struct Shared<T>(*mut T);
@@ -1382,6 +1524,28 @@ impl Ctx<'_> {
                 let a = Shared(fq.as_mut_ptr());
                 self.run_f32(gemm, a.0, k, batch, y);
             }
+            (Weights::Sparse(csr), _) => {
+                let src: &[f32] = if let ActIn::Fake(q) = gemm.act {
+                    let fq = &mut self.fq[..batch * k];
+                    fake_quantize(x, fq, &q);
+                    fq
+                } else {
+                    x
+                };
+                for m in 0..batch {
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(y.add(m * gemm.ldc + gemm.col0), gemm.n)
+                    };
+                    csr.dots(&src[m * k..(m + 1) * k], out);
+                    for (j, v) in out.iter_mut().enumerate() {
+                        let mut t = *v + gemm.bias[j];
+                        if let Some((s, sh)) = &gemm.post {
+                            t = t * s[j] + sh[j];
+                        }
+                        *v = if gemm.relu { t.max(0.0) } else { t };
+                    }
+                }
+            }
             (Weights::F32(_), _) => self.run_f32(gemm, x.as_ptr() as *mut f32, k, batch, y),
             (Weights::Int { packed, .. }, act) => {
                 let lda = packed.row_bytes();
@@ -1414,6 +1578,7 @@ impl Ctx<'_> {
         let kk = gemm.k;
         let c0 = (gemm.col0 / (gemm.n.max(1))) * g.cg; // first input channel of this group
         match (&gemm.weights, gemm.act) {
+            (Weights::Sparse(_), _) => unreachable!("sparse kernels serve Linear layers only"),
             (Weights::F32(_), act) => {
                 let src: &[f32] = if let ActIn::Fake(q) = act {
                     let fq = &mut self.fq[..batch * per];
@@ -1460,8 +1625,15 @@ impl Ctx<'_> {
         }
     }
 
-    /// Runs `f(m0, mr, p0, nr)` over every tile, split across the pool's threads.
-    fn tiles(&self, m: usize, panels: usize, f: &(dyn Fn(usize, usize, usize, usize) + Sync)) {
+    /// Runs `f(m0, mr, p0, nr)` over every tile; a product of `k`-long rows is split across
+    /// the pool's threads only when it is large enough to repay waking them.
+    fn tiles(
+        &self,
+        m: usize,
+        panels: usize,
+        k: usize,
+        f: &(dyn Fn(usize, usize, usize, usize) + Sync),
+    ) {
         let run = |ms: std::ops::Range<usize>, ps: std::ops::Range<usize>| {
             let mut p = ps.start;
             while p < ps.end {
@@ -1476,7 +1648,7 @@ impl Ctx<'_> {
             }
         };
         match self.pool {
-            Some(pool) if m * panels > 2 => {
+            Some(pool) if m * panels * PANEL * k >= PARALLEL_MIN_MACS => {
                 let parts = pool.current_num_threads();
                 pool.scope(|s| {
                     // Split the panels when they are many (batch 1 reads each weight once),
@@ -1510,7 +1682,7 @@ impl Ctx<'_> {
         };
         let (a, y) = (Shared(a), Shared(y));
         let isa = self.isa;
-        self.tiles(m, packed.panels, &|m0, mr, p0, nr| {
+        self.tiles(m, packed.panels, packed.k, &|m0, mr, p0, nr| {
             let mut tile = [[0f32; NR * PANEL]; MR];
             let (a, y) = (a, y);
             unsafe { kernel::tile_f32(isa, a.0.add(m0 * lda), lda, mr, packed, p0, nr, &mut tile) };
@@ -1549,7 +1721,7 @@ impl Ctx<'_> {
         let rows = &self.rows[..m];
         let isa = self.isa;
         let k = gemm.k as i64;
-        self.tiles(m, packed.panels, &|m0, mr, p0, nr| {
+        self.tiles(m, packed.panels, packed.k, &|m0, mr, p0, nr| {
             let mut tile = [[0i32; NR * PANEL]; MR];
             let (a, y) = (a, y);
             unsafe { kernel::tile_int(isa, a.0.add(m0 * lda), lda, mr, packed, p0, nr, &mut tile) };

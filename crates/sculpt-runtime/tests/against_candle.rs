@@ -87,6 +87,7 @@ fn f32_plans_match_the_candle_forward_for_every_architecture_and_isa() {
                         max_batch: 3,
                         threads,
                         isa: Some(isa),
+                        sparse: Default::default(),
                     },
                 );
                 let d = max_diff(&got, &want);
@@ -140,6 +141,7 @@ fn integer_plans_are_within_activation_quantization_error_for_every_scheme() {
                         max_batch: 4,
                         threads: 1,
                         isa: Some(isa),
+                        sparse: Default::default(),
                     },
                 )
                 .unwrap();
@@ -226,4 +228,71 @@ fn bad_batches_are_refused() {
     assert!(rt.run(&[0.0; 64 * 3], 3).is_err());
     assert!(rt.run(&[0.0; 63], 1).is_err());
     assert!(rt.run(&[0.0; 64], 1).is_ok());
+}
+
+#[test]
+fn sparse_layers_give_the_same_logits_with_either_kernel() {
+    let g = zoo::build("lenet-300-100", &[784], 10, 6).unwrap();
+    let ratios: BTreeMap<String, f64> = [("fc1".to_string(), 0.9), ("fc2".to_string(), 0.9)]
+        .into_iter()
+        .collect();
+    let s = sculpt_compress::sparsify(&g, &ratios).unwrap();
+    assert!(s.spec.sparse.contains("fc1.weight"));
+    let x = input(&[784], 3, 9);
+    let want = reference(&s, &x);
+    for sparse in [
+        sculpt_runtime::SparsePolicy::Always,
+        sculpt_runtime::SparsePolicy::Never,
+    ] {
+        let mut rt = Runtime::compile(
+            &s,
+            &Options {
+                max_batch: 2,
+                sparse,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let uses_csr = rt.layers()[0].kernel.contains("CSR");
+        assert_eq!(uses_csr, sparse == sculpt_runtime::SparsePolicy::Always);
+        let got = rt.logits(&x).unwrap();
+        let d = max_diff(&got, &want);
+        assert!(d <= 1e-4 * max_abs(&want).max(1.0), "{sparse:?}: {d}");
+    }
+}
+
+/// A relation, not an absolute time: measured latency is positive, and an 8-bit layer is
+/// not slower than its f32 original on a large layer (with a generous margin: the integer
+/// kernel is about twice as fast on AVX-512 VNNI and AVX2 machines, and this must hold on
+/// a busy one).
+#[test]
+fn measured_latency_is_positive_and_int8_is_not_slower_than_f32_on_a_large_layer() {
+    let mut spec = zoo::spec("lenet-300-100", &[1024], 10).unwrap();
+    let at = spec
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, sculpt_nn::Op::Linear { .. }))
+        .unwrap();
+    spec.nodes.truncate(at + 1);
+    if let sculpt_nn::Op::Linear { out_features, .. } = &mut spec.nodes[at].op {
+        *out_features = 1024;
+    }
+    spec.output = spec.nodes[at].name.clone();
+    spec.num_classes = 1024;
+    let f32_layer = zoo::init(spec, 2).unwrap();
+    let int8_layer = quantize_all(&f32_layer, WeightQuant::symmetric_per_channel(8));
+    let time = |g: &Graph| {
+        let mut rt = Runtime::compile(g, &Options::default()).unwrap();
+        sculpt_runtime::measure(&mut rt, 1, 20, 300).unwrap()
+    };
+    // Alternate, and keep each one's best median over three rounds.
+    let (mut f, mut q) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        let a = time(&f32_layer);
+        let b = time(&int8_layer);
+        assert!(a.median_ms > 0.0 && a.p90_ms >= a.median_ms && a.min_ms > 0.0);
+        f = f.min(a.median_ms);
+        q = q.min(b.median_ms);
+    }
+    assert!(q <= 1.5 * f, "int8 {q} ms against f32 {f} ms");
 }
