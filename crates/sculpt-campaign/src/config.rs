@@ -842,7 +842,21 @@ impl Campaign {
             }
             Some((_, "measured")) => LatencyChoice::Measured {
                 threads: match &raw.latency.threads {
-                    Some(t) => source.positive(t, "latency.threads")?,
+                    Some(t) => {
+                        let n = source.positive(t, "latency.threads")?;
+                        if n > sculpt_runtime::max_threads() {
+                            return Err(source.error(
+                                t.span(),
+                                Some("latency.threads"),
+                                format!(
+                                    "{n} threads: use 1 to {} on this machine ({} cores)",
+                                    sculpt_runtime::max_threads(),
+                                    sculpt_runtime::cores()
+                                ),
+                            ));
+                        }
+                        n
+                    }
                     None => 1,
                 },
             },

@@ -29,18 +29,24 @@ impl Default for MeasureSettings {
 
 /// Compiles `graph` and measures it.
 pub fn measure(graph: &Graph, settings: &MeasureSettings) -> Result<Measurement> {
+    if settings.runs == 0 {
+        return Err(sculpt_runtime::RuntimeError::Input(
+            "a measurement needs at least 1 timed run".into(),
+        )
+        .into());
+    }
     let mut runtime = Runtime::compile(
         graph,
         &Options {
-            max_batch: settings.batch.max(1),
-            threads: settings.threads.max(1),
+            max_batch: settings.batch,
+            threads: settings.threads,
             isa: None,
             sparse: Default::default(),
         },
     )?;
     Ok(sculpt_runtime::measure(
         &mut runtime,
-        settings.batch.max(1),
+        settings.batch,
         settings.warmup,
         settings.runs,
     )?)

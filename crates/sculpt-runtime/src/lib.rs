@@ -21,10 +21,11 @@
 pub mod kernel;
 pub mod measure;
 mod plan;
+mod pool;
 
 pub use kernel::Isa;
 pub use measure::{measure, Measurement};
-pub use plan::{LayerInfo, Options, Runtime, SparsePolicy, StepShape};
+pub use plan::{cores, max_threads, LayerInfo, Options, Runtime, SparsePolicy, StepShape};
 
 /// Errors of compiling or running a plan.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,17 @@ use sculpt_nn::{ActQuant, Dataset, Graph, Op, WeightQuant};
 use crate::kernel::{self, Isa, PackedF32, PackedInt, MR, NR, PANEL};
 use crate::{Result, RuntimeError};
 
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most threads a plan may use: four per core. More only contend for the cores (a
+/// worker waits for its next job by spinning).
+pub fn max_threads() -> usize {
+    4 * cores()
+}
+
 /// How a plan is compiled.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -315,7 +326,7 @@ pub struct Runtime {
     max_batch: usize,
     isa: Isa,
     threads: usize,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<crate::pool::SpinPool>,
     layers: Vec<LayerInfo>,
     // Scratch, sized at compile time.
     qa: Vec<u8>,
@@ -351,8 +362,20 @@ impl Runtime {
         let spec = &graph.spec;
         spec.summarize()?;
         let isa = options.isa.unwrap_or_else(Isa::detect);
-        let max_batch = options.max_batch.max(1);
-        let threads = options.threads.max(1);
+        if options.max_batch == 0 {
+            return Err(RuntimeError::Input(
+                "a plan's batch must be at least 1".into(),
+            ));
+        }
+        let max_batch = options.max_batch;
+        let threads = options.threads;
+        if threads == 0 || threads > max_threads() {
+            return Err(RuntimeError::Input(format!(
+                "{threads} threads: use 1 to {} on this machine ({} cores)",
+                max_threads(),
+                cores()
+            )));
+        }
 
         // How many nodes read each node (the output counts as a reader).
         let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
@@ -802,18 +825,14 @@ impl Runtime {
             .iter()
             .map(|&n| vec![0f32; n * max_batch])
             .collect();
-        let pool = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .map_err(|e| {
-                        RuntimeError::Input(format!("cannot start {threads} threads: {e}"))
-                    })?,
-            )
-        } else {
-            None
-        };
+        let pool =
+            if threads > 1 {
+                Some(crate::pool::SpinPool::new(threads).map_err(|e| {
+                    RuntimeError::Input(format!("cannot start {threads} threads: {e}"))
+                })?)
+            } else {
+                None
+            };
         Ok(Runtime {
             steps,
             buf_elems,
@@ -1409,10 +1428,10 @@ fn build_gemm(
     })
 }
 
-/// Multiply-adds below which a matrix product runs on the calling thread alone: waking a
-/// pool's threads costs several microseconds, as much as such a product takes
+/// Multiply-adds below which a matrix product runs on the calling thread alone: handing
+/// work to a spinning worker costs about a microsecond, as much as such a product saves
 /// (measured against onnxruntime at batch 1; see `benches/ort_peer.py`).
-const PARALLEL_MIN_MACS: usize = 1 << 22;
+const PARALLEL_MIN_MACS: usize = 1 << 19;
 
 /// Sparse kernels are considered only for plans of small batches: at larger batches the
 /// dense kernel reuses each weight across rows and always wins.
@@ -1457,7 +1476,7 @@ unsafe impl<T> Sync for Shared<T> {}
 
 struct Ctx<'a> {
     isa: Isa,
-    pool: Option<&'a rayon::ThreadPool>,
+    pool: Option<&'a crate::pool::SpinPool>,
     qa: &'a mut Vec<u8>,
     fq: &'a mut Vec<f32>,
     rows: &'a mut Vec<RowQuant>,
@@ -1649,26 +1668,27 @@ impl Ctx<'_> {
         };
         match self.pool {
             Some(pool) if m * panels * PANEL * k >= PARALLEL_MIN_MACS => {
-                let parts = pool.current_num_threads();
-                pool.scope(|s| {
-                    // Split the panels when they are many (batch 1 reads each weight once),
-                    // otherwise the rows.
-                    let by_panels = panels >= parts * NR && m < 8 * parts;
-                    for t in 0..parts {
-                        let run = &run;
-                        if by_panels {
-                            let chunk = panels.div_ceil(parts).div_ceil(NR) * NR;
-                            let ps = (t * chunk).min(panels)..((t + 1) * chunk).min(panels);
-                            if !ps.is_empty() {
-                                s.spawn(move |_| run(0..m, ps));
-                            }
-                        } else {
-                            let chunk = m.div_ceil(parts).div_ceil(MR) * MR;
-                            let ms = (t * chunk).min(m)..((t + 1) * chunk).min(m);
-                            if !ms.is_empty() {
-                                s.spawn(move |_| run(ms, 0..panels));
-                            }
-                        }
+                // Chunks of panel pairs when the rows are few (batch 1 reads each weight
+                // once), otherwise of rows; whoever is free takes the next one.
+                let by_panels = m < 8 * pool.threads();
+                let pairs = panels.div_ceil(NR);
+                let chunks = if by_panels {
+                    pairs.min(4 * pool.threads())
+                } else {
+                    m.div_ceil(MR).min(8 * pool.threads())
+                };
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                pool.run(&|_| loop {
+                    let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if c >= chunks {
+                        break;
+                    }
+                    if by_panels {
+                        let per = pairs.div_ceil(chunks) * NR;
+                        run(0..m, (c * per).min(panels)..((c + 1) * per).min(panels));
+                    } else {
+                        let per = m.div_ceil(MR).div_ceil(chunks) * MR;
+                        run((c * per).min(m)..((c + 1) * per).min(m), 0..panels);
                     }
                 });
             }
@@ -1842,7 +1862,16 @@ fn im2col_rows<T: Copy>(x: &[T], col: &mut [T], ld: usize, g: &ConvGeom, c0: usi
                 let line = iy as usize * g.w;
                 if inside_x && cg == g.c {
                     let at = (line + ix0 as usize) * g.c;
-                    dst.copy_from_slice(&x[at..at + run]);
+                    let src = &x[at..at + run];
+                    if run <= 16 {
+                        // Short runs (a 5-wide kernel on one channel): a loop, not a
+                        // memcpy call per run.
+                        for (d, v) in dst.iter_mut().zip(src) {
+                            *d = *v;
+                        }
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
                     continue;
                 }
                 for kx in 0..g.k {

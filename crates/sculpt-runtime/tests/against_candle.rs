@@ -228,6 +228,22 @@ fn bad_batches_are_refused() {
     assert!(rt.run(&[0.0; 64 * 3], 3).is_err());
     assert!(rt.run(&[0.0; 63], 1).is_err());
     assert!(rt.run(&[0.0; 64], 1).is_ok());
+    // Plans of no batch, no threads, or more threads than the machine can use are refused
+    // (100000 spinning threads would take the machine down).
+    for (max_batch, threads) in [(0, 1), (1, 0), (1, 100_000)] {
+        let e = Runtime::compile(
+            &g,
+            &Options {
+                max_batch,
+                threads,
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap_or_else(|| panic!("batch {max_batch}, {threads} threads accepted"))
+        .to_string();
+        assert!(e.contains("batch") || e.contains("threads"), "{e}");
+    }
 }
 
 #[test]
