@@ -656,6 +656,19 @@ fn profile(
     settings: &sculpt_latency::ProfileSettings,
     host_profile: Option<&Path>,
 ) -> anyhow::Result<()> {
+    if !(settings.budget_ms.is_finite() && settings.budget_ms > 0.0) {
+        anyhow::bail!("--budget-ms must be a positive number of milliseconds");
+    }
+    for path in std::iter::once(out).chain(host_profile) {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            anyhow::bail!(
+                "cannot write {}: {} is not a directory",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
     if let Some(path) = host_profile {
         let host = sculpt_latency::calibrate_host(settings.threads)?;
         std::fs::write(path, toml::to_string(&host)?)

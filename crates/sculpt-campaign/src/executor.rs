@@ -119,6 +119,14 @@ pub(crate) fn fingerprint(campaign: &Campaign) -> Result<String> {
         let bytes = std::fs::read(&path).map_err(|e| CampaignError::Io { path, cause: e })?;
         fingerprint.push_str(&format!("-{:016x}", crate::config::digest(&bytes)));
     }
+    // Trials priced by one lookup table never mix with trials priced by another.
+    if let LatencyChoice::Lut(path) = &campaign.latency_model {
+        let bytes = std::fs::read(path).map_err(|e| CampaignError::Io {
+            path: path.clone(),
+            cause: e,
+        })?;
+        fingerprint.push_str(&format!("-lut{:016x}", crate::config::digest(&bytes)));
+    }
     Ok(fingerprint)
 }
 

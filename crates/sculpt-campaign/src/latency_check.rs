@@ -68,6 +68,11 @@ fn score(model: String, pairs: &[(f64, f64)]) -> PredictorScore {
 
 /// Runs the validation; `progress(done, total)` reports each plan.
 pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Result<Validation> {
+    if run.plans == 0 {
+        return Err(crate::error::CampaignError::Invalid(
+            "--plans must be at least 1".into(),
+        ));
+    }
     let teacher = sculpt_nn::io::load(run.model)?;
     let lut = run.lut.map(Lut::load).transpose()?;
     if let Some(l) = &lut {
@@ -90,10 +95,18 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         let plan = sculpt_latency::lut::random_plan(&teacher, &mut rng);
         let graph = sculpt_compress::compress(&teacher, &plan, None)?;
         let measured = sculpt_latency::measure(&graph, &run.settings)?.median_ms;
+        // The bits as built: a model that is already quantized keeps its codes where the
+        // plan leaves a layer in f32.
         let description = plan
             .layers
             .iter()
-            .map(|(l, p)| format!("{l}: prune {:.2}, {} bits", p.prune, p.bits))
+            .map(|(l, p)| {
+                format!(
+                    "{l}: prune {:.2}, {} bits",
+                    p.prune,
+                    graph.weight_bits(&format!("{l}.weight"))
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         rows.push(ValidationRow {

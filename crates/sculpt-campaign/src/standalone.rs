@@ -44,12 +44,18 @@ pub fn training_record(model: &Path) -> Option<crate::TrainMetrics> {
         .and_then(|t| serde_json::from_str(&t).ok())
 }
 
-/// The seed to split data with for a model: the one asked for, else the one the model was
-/// trained with (so its validation and test splits are ones it never saw), else 42.
+/// The seed to split data with for a model: the one asked for, else the one its
+/// `metrics.json` records (from `train` or `compress`, so its validation and test splits
+/// are ones it never saw), else 42.
 pub fn model_seed(model: &Path, asked: Option<u64>) -> u64 {
-    asked
-        .or(training_record(model).map(|m| m.seed))
-        .unwrap_or(42)
+    // `sculpt train` and `sculpt compress` both record the seed they split with.
+    let recorded = || {
+        std::fs::read_to_string(model.join(sculpt_nn::io::METRICS_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("seed").and_then(|s| s.as_u64()))
+    };
+    asked.or_else(recorded).unwrap_or(42)
 }
 
 /// Settings of one `compress` run besides the plan file.

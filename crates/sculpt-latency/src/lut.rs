@@ -62,6 +62,8 @@ pub struct Lut {
     /// The largest relative error (in percent) of the table on its calibration graphs.
     pub error_pct: f64,
     pub entries: Vec<LutEntry>,
+    /// The file it was read from, for messages.
+    pub path: Option<PathBuf>,
     grids: BTreeMap<(String, String), Grid>,
 }
 
@@ -633,6 +635,7 @@ impl Lut {
             overhead_ms,
             error_pct,
             entries,
+            path: None,
             grids,
         })
     }
@@ -672,7 +675,7 @@ impl Lut {
             let ms = self
                 .lookup(s.kind, s.precision, s.positions as f64, n as f64, s.k as f64)
                 .ok_or_else(|| LatencyError::Table {
-                    path: PathBuf::from("<lut>"),
+                    path: self.path.clone().unwrap_or_else(|| PathBuf::from("<lut>")),
                     message: format!(
                         "the table has no entries for {} steps in {}; profile again with this version of sculpt",
                         s.kind, s.precision
@@ -855,6 +858,7 @@ impl Lut {
         )
         .map_err(bad)?;
         lut.scale = scale;
+        lut.path = Some(path.to_path_buf());
         Ok(lut)
     }
 }

@@ -9,6 +9,13 @@ use sculpt_nn::{ActQuant, Dataset, Graph, Op, WeightQuant};
 use crate::kernel::{self, Isa, PackedF32, PackedInt, MR, NR, PANEL};
 use crate::{Result, RuntimeError};
 
+/// The largest batch a plan runs at once (larger sizes overflow the buffer arithmetic
+/// long before they fit in memory).
+const MAX_BATCH: usize = 1 << 16;
+
+/// The most memory a plan's buffers may take.
+const MAX_PLAN_BYTES: u128 = 4_000_000_000;
+
 /// The cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -322,6 +329,7 @@ pub struct Runtime {
     bufs: Vec<Vec<f32>>,
     output: Value,
     input_elems: usize,
+    input_shape: Vec<usize>,
     num_classes: usize,
     max_batch: usize,
     isa: Isa,
@@ -362,10 +370,11 @@ impl Runtime {
         let spec = &graph.spec;
         spec.summarize()?;
         let isa = options.isa.unwrap_or_else(Isa::detect);
-        if options.max_batch == 0 {
-            return Err(RuntimeError::Input(
-                "a plan's batch must be at least 1".into(),
-            ));
+        if options.max_batch == 0 || options.max_batch > MAX_BATCH {
+            return Err(RuntimeError::Input(format!(
+                "a plan's batch must be 1 to {MAX_BATCH}, got {}",
+                options.max_batch
+            )));
         }
         let max_batch = options.max_batch;
         let threads = options.threads;
@@ -821,6 +830,23 @@ impl Runtime {
                 }
             })
             .collect();
+        // The buffers are sized for the largest batch before anything is allocated, so an
+        // impossible batch is an error, not an aborted allocation.
+        let floats = buf_elems
+            .iter()
+            .map(|&n| n as u128 * max_batch as u128)
+            .sum::<u128>()
+            + (scratch.fcol + scratch.fq * max_batch) as u128
+            + (scratch.qa + scratch.qimg) as u128 / 4;
+        let bytes = floats * 4;
+        if bytes > MAX_PLAN_BYTES {
+            return Err(RuntimeError::Input(format!(
+                "a batch of {max_batch} needs {:.1} GB of activation buffers for this model; \
+                 the runtime allows {} GB (use a smaller batch)",
+                bytes as f64 / 1e9,
+                MAX_PLAN_BYTES / 1_000_000_000
+            )));
+        }
         let bufs = buf_elems
             .iter()
             .map(|&n| vec![0f32; n * max_batch])
@@ -839,6 +865,7 @@ impl Runtime {
             bufs,
             output,
             input_elems: input_shape.elems(),
+            input_shape: spec.input_shape.clone(),
             num_classes: spec.num_classes,
             max_batch,
             isa,
@@ -1002,6 +1029,13 @@ impl Runtime {
 
     /// Logits of every sample of `x` (`[n, sample...]`), in batches of the plan's size.
     pub fn logits(&mut self, x: &Tensor) -> Result<Vec<f32>> {
+        if x.dims().is_empty() || x.dims()[1..] != self.input_shape[..] {
+            return Err(RuntimeError::Input(format!(
+                "the data's samples have shape {:?}, but the model takes {:?}",
+                x.dims().get(1..).unwrap_or(&[]),
+                self.input_shape
+            )));
+        }
         let n = x.dims()[0];
         let data = values(x)?;
         let mut out = Vec::with_capacity(n * self.num_classes);

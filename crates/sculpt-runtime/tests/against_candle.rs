@@ -228,9 +228,18 @@ fn bad_batches_are_refused() {
     assert!(rt.run(&[0.0; 64 * 3], 3).is_err());
     assert!(rt.run(&[0.0; 63], 1).is_err());
     assert!(rt.run(&[0.0; 64], 1).is_ok());
+    // Data of another shape than the model takes (MNIST images into a 64-input MLP).
+    let images = Tensor::zeros(
+        (3, 1, 28, 28),
+        candle_core::DType::F32,
+        &sculpt_nn::device(),
+    )
+    .unwrap();
+    let e = rt.logits(&images).unwrap_err().to_string();
+    assert!(e.contains("[1, 28, 28]") && e.contains("[64]"), "{e}");
     // Plans of no batch, no threads, or more threads than the machine can use are refused
     // (100000 spinning threads would take the machine down).
-    for (max_batch, threads) in [(0, 1), (1, 0), (1, 100_000)] {
+    for (max_batch, threads) in [(0, 1), (1, 0), (1, 100_000), (usize::MAX, 1)] {
         let e = Runtime::compile(
             &g,
             &Options {
