@@ -21,16 +21,7 @@ fn main() {
     .unwrap();
     let times = rt.step_times(lut.batch, 300).unwrap();
     for (s, (_, ms)) in rt.step_shapes().iter().zip(&times) {
-        let p = lut
-            .lookup(
-                s.kind,
-                s.precision,
-                s.positions as f64,
-                s.n as f64,
-                s.k as f64,
-            )
-            .unwrap()
-            * s.groups as f64;
+        let p = lut.step_ms(s).unwrap();
         println!(
             "{:<16} {:<5} p{:<6} n{:<5} k{:<5} g{:<3} measured {:.5} lut {:.5}",
             s.kind, s.precision, s.positions, s.n, s.k, s.groups, ms, p

@@ -31,7 +31,7 @@ use polars::prelude::*;
 use rand::SeedableRng;
 use sculpt_nn::graph::INPUT;
 use sculpt_nn::{Graph, GraphSpec, Node, Op, WeightQuant};
-use sculpt_runtime::{Options, Runtime};
+use sculpt_runtime::{Options, Runtime, StepShape};
 
 use crate::error::{LatencyError, Result};
 use crate::measure::{measure, MeasureSettings};
@@ -401,7 +401,13 @@ fn grid(kind: &str) -> Vec<(usize, usize, usize)> {
 }
 
 /// Times one step of a probe graph: the median over as many runs as fit the budget.
-fn time_step(graph: &Graph, kind: &str, settings: &ProfileSettings) -> Result<(f64, Vec<f64>)> {
+/// Times one step of a probe graph: the median over as many runs as fit the budget. Also
+/// returns the step's shape and every step's time.
+fn time_step(
+    graph: &Graph,
+    kind: &str,
+    settings: &ProfileSettings,
+) -> Result<(f64, Option<StepShape>, Vec<f64>)> {
     let mut rt = Runtime::compile(
         graph,
         &Options {
@@ -412,13 +418,14 @@ fn time_step(graph: &Graph, kind: &str, settings: &ProfileSettings) -> Result<(f
         },
     )?;
     let shapes = rt.step_shapes();
-    let index = shapes.iter().position(|s| s.kind == kind).unwrap_or(0);
+    let index = shapes.iter().position(|s| s.kind == kind);
     let first = rt.step_times(settings.batch, 1)?;
     let total: f64 = first.iter().map(|t| t.1).sum::<f64>().max(1e-6);
     let runs = ((settings.budget_ms / total) as usize).clamp(3, 400);
     let times = rt.step_times(settings.batch, runs)?;
     let all = times.iter().map(|t| t.1).collect();
-    Ok((times[index].1, all))
+    let i = index.unwrap_or(0);
+    Ok((times[i].1, index.map(|i| shapes[i].clone()), all))
 }
 
 /// Profiles every step kind and precision on this host, then fits the per-graph overhead
@@ -443,22 +450,9 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
     let mut entries = Vec::with_capacity(jobs.len());
     for (i, (kind, precision, bits, (p, n, k))) in jobs.iter().enumerate() {
         let graph = probe(kind, *bits, *p, *n, *k)?;
-        let (ms, _) = time_step(&graph, kind, settings)?;
         // The probe's actual shape (pooling and square images round the request).
-        let rt = Runtime::compile(
-            &graph,
-            &Options {
-                max_batch: 1,
-                threads: 1,
-                isa: None,
-                sparse: Default::default(),
-            },
-        )?;
-        let shape = rt
-            .step_shapes()
-            .into_iter()
-            .find(|s| s.kind == kind)
-            .expect("the probe has its step");
+        let (ms, shape, _) = time_step(&graph, kind, settings)?;
+        let shape = shape.expect("the probe has its step");
         entries.push(LutEntry {
             kind: kind.clone(),
             precision: precision.to_string(),
@@ -656,38 +650,51 @@ impl Lut {
 
     /// The sum of a graph's steps, without the per-graph overhead.
     pub fn steps_ms(&self, graph: &Graph) -> Result<f64> {
+        // Shapes only: no kernel is timed to choose a sparse one (CSR steps are priced as
+        // dense anyway).
         let rt = Runtime::compile(
             graph,
             &Options {
                 max_batch: 1,
                 threads: 1,
                 isa: None,
-                sparse: Default::default(),
+                sparse: sculpt_runtime::SparsePolicy::Never,
             },
         )?;
         let mut total = 0.0;
         for s in rt.step_shapes() {
-            let n = match s.kind {
-                "conv_grouped" => s.groups,
-                "linear" | "conv1" | "conv3" | "conv5" | "conv7" | "conv" => s.n.div_ceil(16) * 16,
-                _ => s.n,
-            };
-            let ms = self
-                .lookup(s.kind, s.precision, s.positions as f64, n as f64, s.k as f64)
-                .ok_or_else(|| LatencyError::Table {
-                    path: self.path.clone().unwrap_or_else(|| PathBuf::from("<lut>")),
-                    message: format!(
-                        "the table has no entries for {} steps in {}; profile again with this version of sculpt",
-                        s.kind, s.precision
-                    ),
-                })?;
-            total += if s.kind == "conv_grouped" {
-                ms
-            } else {
-                ms * s.groups as f64
-            };
+            total += self.step_ms(&s).ok_or_else(|| LatencyError::Table {
+                path: self.path.clone().unwrap_or_else(|| PathBuf::from("<lut>")),
+                message: format!(
+                    "the table has no entries for {} steps in {}; profile again with this version of sculpt",
+                    s.kind, s.precision
+                ),
+            })?;
         }
         Ok(total)
+    }
+
+    /// The table's time for one step of a plan, all its groups included: matrix steps are
+    /// looked up with their channels rounded up to whole panels, and a grouped convolution
+    /// by its group count.
+    pub fn step_ms(&self, s: &StepShape) -> Option<f64> {
+        let n = match s.kind {
+            "conv_grouped" => s.groups,
+            "linear" | "conv1" | "conv3" | "conv5" | "conv7" | "conv" => s.n.div_ceil(16) * 16,
+            _ => s.n,
+        };
+        let ms = self.lookup(
+            s.kind,
+            s.precision,
+            s.positions as f64,
+            n as f64,
+            s.k as f64,
+        )?;
+        Some(if s.kind == "conv_grouped" {
+            ms
+        } else {
+            ms * s.groups as f64
+        })
     }
 
     /// Writes the table as parquet, through a temporary file and a rename.
