@@ -717,12 +717,23 @@ fn latency_validate(
         v.batch,
         v.threads
     );
-    for s in v.lut.iter().chain(std::iter::once(&v.roofline)) {
+    for s in v
+        .lut
+        .iter()
+        .chain(v.lut_drift_adjusted.iter())
+        .chain(std::iter::once(&v.roofline))
+    {
         println!(
             "  {}: MAPE {:.1}%, {:.0}% within ±10%",
             s.model,
             s.mape,
             s.within_10pct * 100.0
+        );
+    }
+    if let Some(d) = &v.host_drift {
+        println!(
+            "  the host ran at {:.2}× the table's reference time (median; {:.2}× to {:.2}×)",
+            d.median_ratio, d.min_ratio, d.max_ratio
         );
     }
     if let Some(f) = run.figure {

@@ -148,12 +148,8 @@ fn is_roofline(c: &LatencyChoice) -> bool {
     *c == LatencyChoice::Roofline
 }
 
-fn is_default_margin(m: &f64) -> bool {
-    *m == DEFAULT_SCREEN_MARGIN
-}
-
-/// A candidate predicted more than 10% over the budget is not fine-tuned: 10% is the error
-/// bound the lookup table is validated to (95% of plans within ±10%).
+/// The screening margin when neither the campaign nor its latency model states one: a
+/// candidate predicted more than 10% over the budget is not fine-tuned.
 pub const DEFAULT_SCREEN_MARGIN: f64 = 0.10;
 
 /// Where the teacher comes from.
@@ -276,8 +272,11 @@ pub struct Campaign {
     /// Left out when it is the roofline, so older campaigns keep their fingerprint.
     #[serde(skip_serializing_if = "is_roofline")]
     pub latency_model: LatencyChoice,
-    #[serde(skip_serializing_if = "is_default_margin")]
-    pub screen_margin: f64,
+    /// How far over the budget a prediction may be before its trial is screened out; when
+    /// unset, the latency model's own measured error (a lookup table's largest calibration
+    /// error), and at least [`DEFAULT_SCREEN_MARGIN`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screen_margin: Option<f64>,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -876,8 +875,8 @@ impl Campaign {
                     format!("must be 0 or more, got {}", m.get_ref()),
                 ))
             }
-            Some(m) => *m.get_ref(),
-            None => DEFAULT_SCREEN_MARGIN,
+            Some(m) => Some(*m.get_ref()),
+            None => None,
         };
 
         let plan = match &raw.plan {

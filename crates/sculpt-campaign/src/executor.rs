@@ -226,6 +226,17 @@ struct Scores {
 }
 
 impl Evaluator<'_> {
+    /// The campaign's screening margin, else the latency model's measured error, and never
+    /// less than the default.
+    fn screen_margin(&self) -> f64 {
+        self.campaign.screen_margin.unwrap_or_else(|| {
+            self.latency
+                .error_margin()
+                .unwrap_or(0.0)
+                .max(crate::config::DEFAULT_SCREEN_MARGIN)
+        })
+    }
+
     fn score(&self, plan: &sculpt_compress::CompressionPlan, trial_id: u64) -> Result<Scores> {
         let mut finetune = self.campaign.finetune.clone();
         finetune.seed = self
@@ -240,7 +251,7 @@ impl Evaluator<'_> {
         // Screening: a candidate predicted over the budget by more than the model's error
         // would be fine-tuned for nothing.
         if let Some(budget) = self.campaign.budget_ms {
-            if latency_ms > budget * (1.0 + self.campaign.screen_margin) {
+            if latency_ms > budget * (1.0 + self.screen_margin()) {
                 return Ok(Scores {
                     accuracy: None,
                     latency_ms,
@@ -330,7 +341,7 @@ impl Evaluator<'_> {
                     record.error = Some(format!(
                         "screened out before fine-tuning: predicted latency {:.4} ms is over the budget by more than {:.0}%",
                         s.latency_ms,
-                        self.campaign.screen_margin * 100.0
+                        self.screen_margin() * 100.0
                     ));
                 }
                 record.accuracy = s.accuracy;

@@ -29,6 +29,9 @@ pub struct ValidationRow {
     /// The plan, one `layer: prune p, bits b` per layer.
     pub description: String,
     pub measured_ms: f64,
+    /// The host's reference time around this plan's measurement (see
+    /// `sculpt_latency::reference_ms`).
+    pub reference_ms: f64,
     pub lut_ms: Option<f64>,
     pub roofline_ms: f64,
 }
@@ -48,11 +51,27 @@ pub struct Validation {
     pub batch: usize,
     pub threads: usize,
     pub lut: Option<PredictorScore>,
+    /// The lookup table with each prediction scaled by the host's speed at the moment of
+    /// the plan's measurement (its reference time against the table's): what the table
+    /// scores once the host's drift is taken out. Absent for tables without a reference.
+    pub lut_drift_adjusted: Option<PredictorScore>,
+    /// How the host's speed moved during the validation, against the table's reference.
+    pub host_drift: Option<HostDrift>,
     pub roofline: PredictorScore,
     /// The top-level figures of the lookup table (the roofline's when there is none).
     pub mape: f64,
     pub within_10pct: f64,
     pub rows: Vec<ValidationRow>,
+}
+
+/// The host's reference time during the validation against the table's.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostDrift {
+    pub table_reference_ms: f64,
+    /// Median, smallest and largest of (reference now / the table's reference).
+    pub median_ratio: f64,
+    pub min_ratio: f64,
+    pub max_ratio: f64,
 }
 
 fn score(model: String, pairs: &[(f64, f64)]) -> PredictorScore {
@@ -94,7 +113,10 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     for i in 0..run.plans {
         let plan = sculpt_latency::lut::random_plan(&teacher, &mut rng);
         let graph = sculpt_compress::compress(&teacher, &plan, None)?;
+        let (batch, threads) = (run.settings.batch, run.settings.threads);
+        let before = sculpt_latency::reference_ms(batch, threads)?;
         let measured = sculpt_latency::measure(&graph, &run.settings)?.median_ms;
+        let reference_ms = 0.5 * (before + sculpt_latency::reference_ms(batch, threads)?);
         // The bits as built: a model that is already quantized keeps its codes where the
         // plan leaves a layer in f32.
         let description = plan
@@ -113,6 +135,7 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             plan: i,
             description,
             measured_ms: measured,
+            reference_ms,
             lut_ms: lut.as_ref().map(|l| l.predict_ms(&graph)).transpose()?,
             roofline_ms: roofline.predict_ms(&graph)?,
         });
@@ -127,6 +150,24 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     let lut_score = lut
         .as_ref()
         .map(|l| score(l.describe(), &pairs(&|r| r.lut_ms)));
+    let table_reference = lut.as_ref().map(|l| l.reference_ms).filter(|r| *r > 0.0);
+    let lut_drift_adjusted = match (&lut, table_reference) {
+        (Some(l), Some(r0)) => Some(score(
+            format!("{} (adjusted for the host's drift)", l.describe()),
+            &pairs(&|r| r.lut_ms.map(|p| p * r.reference_ms / r0)),
+        )),
+        _ => None,
+    };
+    let host_drift = table_reference.map(|r0| {
+        let mut ratios: Vec<f64> = rows.iter().map(|r| r.reference_ms / r0).collect();
+        ratios.sort_by(f64::total_cmp);
+        HostDrift {
+            table_reference_ms: r0,
+            median_ratio: ratios[ratios.len() / 2],
+            min_ratio: ratios[0],
+            max_ratio: ratios[ratios.len() - 1],
+        }
+    });
     if let Some(path) = run.figure {
         let mut series = Vec::new();
         if let Some(s) = &lut_score {
@@ -137,6 +178,16 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
                     s.within_10pct * 100.0
                 ),
                 pairs(&|r| r.lut_ms),
+            ));
+        }
+        if let (Some(s), Some(r0)) = (&lut_drift_adjusted, table_reference) {
+            series.push((
+                format!(
+                    "lookup table, adjusted for the host's drift: MAPE {:.1}%, {:.0}% within ±10%",
+                    s.mape,
+                    s.within_10pct * 100.0
+                ),
+                pairs(&|r| r.lut_ms.map(|p| p * r.reference_ms / r0)),
             ));
         }
         series.push((
@@ -164,6 +215,8 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         mape: headline.mape,
         within_10pct: headline.within_10pct,
         lut: lut_score,
+        lut_drift_adjusted,
+        host_drift,
         roofline: roof,
         rows,
     })

@@ -8,7 +8,7 @@ fn main() {
         Some("mobilenet-s") => sculpt_nn::zoo::build("mobilenet-s", &[3, 32, 32], 10, 1).unwrap(),
         _ => sculpt_nn::io::load(std::path::Path::new(&args[2])).unwrap(),
     };
-    println!("scale {} overhead {}", lut.scale, lut.overhead_ms);
+    println!("scales {:?} overhead {}", lut.scales, lut.overhead_ms);
     let mut rt = sculpt_runtime::Runtime::compile(
         &graph,
         &sculpt_runtime::Options {

@@ -6,22 +6,28 @@
 //! The grids, per (kind, precision):
 //! - `linear`: output features `n` × input features `k`, factor-2 steps from 8 to 2048;
 //! - `conv1`, `conv3`, `conv5` (by kernel width, no padding): output positions (up to
-//!   256; the cost is affine in them, so larger maps extrapolate exactly) ×
+//!   256, and 1024 at batches up to 4; the cost is affine in them, so larger maps
+//!   extrapolate) ×
 //!   output channels per group × reduction length per group (`k = width²·c`); `conv7`
 //!   and other widths use the nearest profiled width; `conv_grouped` (depthwise 3×3
 //!   probes): output positions × groups, its entry covering every group;
 //! - element-wise steps (`input`, pooling, `batch_norm`, `relu`, `add`): elements read.
 //!
-//! A graph's prediction is `scale · Σ entries + overhead`, with `scale` and `overhead`
-//! fitted by least squares (on relative error) to whole-graph measurements of random
-//! plans of the zoo's networks.
+//! A graph's prediction is `Σ_g scale_g · Σ entries of group g + overhead`, over the
+//! [`SCALE_GROUPS`], with the scales and the overhead fitted by non-negative least squares
+//! (on relative error) to whole-graph measurements of random plans of the zoo's networks.
+//!
+//! Shared hosts change speed for minutes at a time, so a fixed reference network is timed
+//! every few probes and around every calibration graph, and each time is scaled to the
+//! quickest reference seen (stored as the `reference` row): the table predicts the host at
+//! its quiet speed.
 //!
 //! An entry is looked up by multilinear interpolation of log-time in log-shape, and
 //! extrapolated the same way (a power law) past the grid's edges. A table holds one batch
 //! size and one thread count; it is stored as parquet with the columns
 //! `kind, precision, positions, n, k, ms, batch, threads, host, isa`. Rows of kind
 //! `overhead`, `scale` and `error_pct` hold the fit and its largest relative error on the
-//! calibration graphs.
+//! calibration graphs, and `reference` the host's reference time.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,7 +40,7 @@ use sculpt_nn::{Graph, GraphSpec, Node, Op, WeightQuant};
 use sculpt_runtime::{Options, Runtime, StepShape};
 
 use crate::error::{LatencyError, Result};
-use crate::measure::{measure, MeasureSettings};
+use crate::measure::{measure, reference_ms, MeasureSettings};
 use crate::model::LatencyModel;
 
 /// One timed step.
@@ -55,12 +61,17 @@ pub struct Lut {
     pub threads: usize,
     pub host: String,
     pub isa: String,
-    /// A graph's prediction is `scale · Σ entries + overhead_ms`, both fitted on
-    /// whole-graph measurements of random plans.
-    pub scale: f64,
+    /// A graph's prediction is `Σ_g scales[g] · Σ entries of group g + overhead_ms`, the
+    /// scales (one per [`SCALE_GROUPS`]) and the overhead fitted on whole-graph
+    /// measurements of random plans.
+    pub scales: [f64; SCALE_GROUPS.len()],
     pub overhead_ms: f64,
     /// The largest relative error (in percent) of the table on its calibration graphs.
     pub error_pct: f64,
+    /// The host's reference time ([`crate::measure::reference_ms`]) that every entry is
+    /// normalised to: probes timed while the host ran slower are scaled back to this speed.
+    /// 0 in tables from before it was recorded.
+    pub reference_ms: f64,
     pub entries: Vec<LutEntry>,
     /// The file it was read from, for messages.
     pub path: Option<PathBuf>,
@@ -228,7 +239,7 @@ fn spec(input_shape: Vec<usize>, mut nodes: Vec<Node>, last: &str, features: usi
 }
 
 /// A graph whose second step is the one to time, with its weight quantized to `bits`.
-fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Result<Graph> {
+pub fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Result<Graph> {
     let side = (positions as f64).sqrt().round() as usize;
     let (c, hw) = (8usize, (positions / 8).max(4));
     let h = (hw as f64).sqrt().ceil() as usize;
@@ -368,7 +379,10 @@ fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Result<
 }
 
 /// The grid of (positions, n, k) profiled for a kind.
-fn grid(kind: &str) -> Vec<(usize, usize, usize)> {
+/// The grid of a kind. At small batches a convolution's rows are its output positions,
+/// and a first layer's 24×24 to 32×32 maps lie past 256, where the kernels' costs are not
+/// yet affine in them: those batches also probe 1024 positions.
+fn grid(kind: &str, batch: usize) -> Vec<(usize, usize, usize)> {
     let pow2 = |from: u32, to: u32| (from..=to).map(|e| 1usize << e).collect::<Vec<_>>();
     match kind {
         "linear" => pow2(3, 11)
@@ -378,7 +392,12 @@ fn grid(kind: &str) -> Vec<(usize, usize, usize)> {
         "conv1" | "conv3" | "conv5" => {
             let width: usize = kind[4..].parse().unwrap_or(3);
             let mut g = Vec::new();
-            for p in [1usize, 4, 16, 64, 256] {
+            let positions: &[usize] = if batch <= 4 {
+                &[1, 4, 16, 64, 256, 1024]
+            } else {
+                &[1, 4, 16, 64, 256]
+            };
+            for &p in positions {
                 for n in [8usize, 16, 32, 64, 128] {
                     for c in [1usize, 3, 9, 27, 81] {
                         g.push((p, n, width * width * c));
@@ -400,7 +419,6 @@ fn grid(kind: &str) -> Vec<(usize, usize, usize)> {
     }
 }
 
-/// Times one step of a probe graph: the median over as many runs as fit the budget.
 /// Times one step of a probe graph: the median over as many runs as fit the budget. Also
 /// returns the step's shape and every step's time.
 fn time_step(
@@ -436,19 +454,27 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
     let mut jobs: Vec<Job> = Vec::new();
     for kind in ["linear", "conv1", "conv3", "conv5", "conv_grouped"] {
         for (precision, bits) in PRECISIONS {
-            for point in grid(kind) {
+            for point in grid(kind, settings.batch) {
                 jobs.push((kind.to_string(), precision, bits, point));
             }
         }
     }
     for kind in ELEMENTWISE {
-        for point in grid(kind) {
+        for point in grid(kind, settings.batch) {
             jobs.push((kind.to_string(), "f32", 32, point));
         }
     }
     let total = jobs.len() + CALIBRATION.len() * CALIBRATION_PLANS;
     let mut entries = Vec::with_capacity(jobs.len());
+    // The host's speed, measured every few probes; each probe is later scaled by the
+    // reference of its moment (see `reference_ms`).
+    let mut references = Vec::new();
+    let mut reference_of = Vec::with_capacity(jobs.len());
     for (i, (kind, precision, bits, (p, n, k))) in jobs.iter().enumerate() {
+        if i % REFERENCE_EVERY == 0 {
+            references.push(reference_ms(settings.batch, settings.threads)?);
+        }
+        reference_of.push(references.len() - 1);
         let graph = probe(kind, *bits, *p, *n, *k)?;
         // The probe's actual shape (pooling and square images round the request).
         let (ms, shape, _) = time_step(&graph, kind, settings)?;
@@ -468,6 +494,11 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         });
         progress(i + 1, total);
     }
+    // Every probe at the host's quickest measured speed.
+    let fastest = references.iter().copied().fold(f64::INFINITY, f64::min);
+    for (e, r) in entries.iter_mut().zip(&reference_of) {
+        e.ms *= fastest / references[*r];
+    }
     let isa = sculpt_runtime::Isa::detect().name().to_string();
     let mut lut = Lut::new(
         settings.batch,
@@ -483,7 +514,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         message,
     })?;
     // The fit: whole-graph times of random plans of the zoo's networks against the sums of
-    // their steps' entries, `measured ≈ scale · Σ entries + overhead`, by least squares on
+    // their steps' entries, `measured ≈ Σ_g scale_g · Σ entries_g + overhead`, by least squares on
     // relative error. It absorbs what single-step probes miss: weights evicted from the
     // caches by other layers, and the plan's fixed costs.
     let mut rng = rand::rngs::StdRng::seed_from_u64(CALIBRATION_SEED);
@@ -497,6 +528,8 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
             } else {
                 sculpt_compress::compress(&teacher, &random_plan(&teacher, &mut rng), None)?
             };
+            // The host's speed on either side of the measurement.
+            let before = reference_ms(settings.batch, settings.threads)?;
             let measured = measure(
                 &graph,
                 &MeasureSettings {
@@ -507,45 +540,112 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
                 },
             )?
             .median_ms;
-            pairs.push((measured, lut.steps_ms(&graph)?));
+            let now = 0.5 * (before + reference_ms(settings.batch, settings.threads)?);
+            pairs.push((measured * fastest / now, lut.group_ms(&graph)?));
             done += 1;
             progress(done, total);
         }
     }
-    let (scale, overhead) = fit(&pairs);
-    lut.scale = scale;
+    let (scales, overhead) = fit(&pairs);
+    lut.reference_ms = fastest;
+    lut.scales = scales;
     lut.overhead_ms = overhead;
     lut.error_pct = pairs
         .iter()
-        .map(|(m, p)| ((scale * p + overhead - m) / m).abs() * 100.0)
+        .map(|(m, g)| ((combine(&scales, g) + overhead - m) / m).abs() * 100.0)
         .fold(0.0, f64::max);
     Ok(lut)
 }
 
-/// `(a, b)` minimising `Σ ((a·p + b − m) / m)²` over (measured, predicted) pairs; `a` is kept
-/// positive and `b` non-negative.
-fn fit(pairs: &[(f64, f64)]) -> (f64, f64) {
-    let (mut spp, mut sp, mut s1, mut spm, mut sm) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(m, p) in pairs {
-        let w = 1.0 / (m * m);
-        spp += w * p * p;
-        sp += w * p;
-        s1 += w;
-        spm += w * p * m;
-        sm += w * m;
+/// The step kinds that share one fitted scale: what single-step probes miss (weights
+/// evicted from the caches by other layers, a step's inputs still warm from the last) differs
+/// between matrix steps in f32 and in integers, Linear and convolution, and element-wise
+/// steps.
+pub const SCALE_GROUPS: [&str; 5] = [
+    "linear_f32",
+    "linear_int",
+    "conv_f32",
+    "conv_int",
+    "elementwise",
+];
+
+/// The scale group of a step.
+fn scale_group(kind: &str, precision: &str) -> usize {
+    let int = precision.starts_with("int");
+    match kind {
+        "linear" => usize::from(int),
+        k if k.starts_with("conv") => 2 + usize::from(int),
+        _ => 4,
     }
-    let det = spp * s1 - sp * sp;
-    let (a, b) = if det.abs() > 1e-300 {
-        ((spm * s1 - sp * sm) / det, (spp * sm - sp * spm) / det)
-    } else {
-        (1.0, 0.0)
+}
+
+fn combine(scales: &[f64; SCALE_GROUPS.len()], groups: &[f64; SCALE_GROUPS.len()]) -> f64 {
+    scales.iter().zip(groups).map(|(a, g)| a * g).sum()
+}
+
+/// The scales and overhead minimising `Σ ((Σ_g a_g·p_g + b) / m − 1)² + λ Σ_g (a_g − 1)²`
+/// over (measured, per-group sums) pairs, with every `a_g` and `b` non-negative: a
+/// non-negative least squares on relative error, solved exactly by trying every set of
+/// free coefficients (2⁶ small systems) and keeping the best feasible one. The small ridge
+/// toward 1 keeps a group that the calibration graphs barely exercise near its probes' own
+/// times.
+fn fit(pairs: &[(f64, [f64; SCALE_GROUPS.len()])]) -> ([f64; SCALE_GROUPS.len()], f64) {
+    const RIDGE: f64 = 1e-3;
+    const N: usize = SCALE_GROUPS.len() + 1;
+    // Rows: features / m (target 1), then one ridge row per scale (target √λ).
+    let row = |(m, g): &(f64, [f64; SCALE_GROUPS.len()])| -> [f64; N] {
+        let mut r = [1.0 / m; N];
+        for j in 0..SCALE_GROUPS.len() {
+            r[j] = g[j] / m;
+        }
+        r
     };
-    if a > 0.0 && b >= 0.0 {
-        (a, b)
-    } else {
-        // With no overhead: a = Σ w p m / Σ w p².
-        ((spm / spp).max(1e-9), 0.0)
+    let rows: Vec<[f64; N]> = pairs.iter().map(row).collect();
+    let objective = |x: &[f64; N]| -> f64 {
+        let fit: f64 = rows
+            .iter()
+            .map(|r| (r.iter().zip(x).map(|(a, b)| a * b).sum::<f64>() - 1.0).powi(2))
+            .sum();
+        fit + RIDGE * x[..N - 1].iter().map(|a| (a - 1.0).powi(2)).sum::<f64>()
+    };
+    let mut best = ([1.0; N], f64::INFINITY);
+    for mask in 1u32..(1 << N) {
+        let free: Vec<usize> = (0..N).filter(|j| mask & (1 << j) != 0).collect();
+        // Normal equations on the free coefficients; the others are 0.
+        let k = free.len();
+        let mut ata = nalgebra::DMatrix::<f64>::zeros(k, k);
+        let mut atb = nalgebra::DVector::<f64>::zeros(k);
+        for r in &rows {
+            for (p, &i) in free.iter().enumerate() {
+                atb[p] += r[i];
+                for (q, &j) in free.iter().enumerate() {
+                    ata[(p, q)] += r[i] * r[j];
+                }
+            }
+        }
+        for (p, &i) in free.iter().enumerate() {
+            if i < N - 1 {
+                ata[(p, p)] += RIDGE;
+                atb[p] += RIDGE;
+            }
+        }
+        let Some(solution) = ata.lu().solve(&atb) else {
+            continue;
+        };
+        let mut x = [0.0; N];
+        for (p, &i) in free.iter().enumerate() {
+            x[i] = solution[p];
+        }
+        if x.iter().all(|v| *v >= 0.0 && v.is_finite()) {
+            let value = objective(&x);
+            if value < best.1 {
+                best = (x, value);
+            }
+        }
     }
+    let mut scales = [1.0; SCALE_GROUPS.len()];
+    scales.copy_from_slice(&best.0[..N - 1]);
+    (scales, best.0[N - 1])
 }
 
 /// A random plan: each prunable layer loses a random share of its channels (or none), and
@@ -575,7 +675,9 @@ pub fn random_plan(graph: &Graph, rng: &mut impl rand::Rng) -> sculpt_compress::
 
 /// Plans per calibration network (the first is the network itself), and their seed;
 /// `sculpt latency validate` draws its plans from other seeds.
-const CALIBRATION_PLANS: usize = 8;
+const CALIBRATION_PLANS: usize = 12;
+/// Probes between two measurements of the host's reference speed.
+const REFERENCE_EVERY: usize = 8;
 const CALIBRATION_SEED: u64 = 0xCA11B;
 
 /// The networks the per-graph overhead is fitted on.
@@ -625,9 +727,10 @@ impl Lut {
             threads,
             host,
             isa,
-            scale: 1.0,
+            scales: [1.0; SCALE_GROUPS.len()],
             overhead_ms,
             error_pct,
+            reference_ms: 0.0,
             entries,
             path: None,
             grids,
@@ -648,8 +751,13 @@ impl Lut {
             .map(|g| g.at([positions, n, k]))
     }
 
-    /// The sum of a graph's steps, without the per-graph overhead.
+    /// The sum of a graph's steps' entries, unscaled and without the per-graph overhead.
     pub fn steps_ms(&self, graph: &Graph) -> Result<f64> {
+        Ok(self.group_ms(graph)?.iter().sum())
+    }
+
+    /// The sums of a graph's steps' entries by [`SCALE_GROUPS`], unscaled.
+    pub fn group_ms(&self, graph: &Graph) -> Result<[f64; SCALE_GROUPS.len()]> {
         // Shapes only: no kernel is timed to choose a sparse one (CSR steps are priced as
         // dense anyway).
         let rt = Runtime::compile(
@@ -661,9 +769,9 @@ impl Lut {
                 sparse: sculpt_runtime::SparsePolicy::Never,
             },
         )?;
-        let mut total = 0.0;
+        let mut total = [0.0; SCALE_GROUPS.len()];
         for s in rt.step_shapes() {
-            total += self.step_ms(&s).ok_or_else(|| LatencyError::Table {
+            total[scale_group(s.kind, s.precision)] += self.step_ms(&s).ok_or_else(|| LatencyError::Table {
                 path: self.path.clone().unwrap_or_else(|| PathBuf::from("<lut>")),
                 message: format!(
                     "the table has no entries for {} steps in {}; profile again with this version of sculpt",
@@ -708,14 +816,19 @@ impl Lut {
             message: e.to_string(),
         };
         let mut rows: Vec<LutEntry> = self.entries.clone();
-        for (kind, ms) in [
-            ("overhead", self.overhead_ms),
-            ("scale", self.scale),
-            ("error_pct", self.error_pct),
-        ] {
+        let fitted = [
+            ("overhead", "", self.overhead_ms),
+            ("error_pct", "", self.error_pct),
+            ("reference", "", self.reference_ms),
+        ];
+        let scales = SCALE_GROUPS
+            .iter()
+            .zip(self.scales)
+            .map(|(g, a)| ("scale", *g, a));
+        for (kind, group, ms) in fitted.into_iter().chain(scales) {
             rows.push(LutEntry {
                 kind: kind.into(),
-                precision: String::new(),
+                precision: group.into(),
                 positions: 0.0,
                 n: 0.0,
                 k: 0.0,
@@ -816,13 +929,34 @@ impl Lut {
         }
         let mut overhead = None;
         let mut error = 0.0;
-        let mut scale = 1.0;
+        let mut scales = [1.0; SCALE_GROUPS.len()];
+        let mut reference = 0.0;
         let mut entries = Vec::new();
         for i in 0..kind.len() {
             match kind[i].as_str() {
                 "overhead" => overhead = Some(ms[i]),
                 "error_pct" => error = ms[i],
-                "scale" => scale = ms[i],
+                "scale" => {
+                    if !(ms[i] >= 0.0 && ms[i].is_finite()) {
+                        return Err(bad(format!(
+                            "row {i}: column `ms` of a `scale` row is {}; it must be 0 or more",
+                            ms[i]
+                        )));
+                    }
+                    // An empty group is one scale for every step (older tables).
+                    match SCALE_GROUPS.iter().position(|g| *g == precision[i]) {
+                        Some(g) => scales[g] = ms[i],
+                        None if precision[i].is_empty() => scales = [ms[i]; SCALE_GROUPS.len()],
+                        None => {
+                            return Err(bad(format!(
+                                "row {i}: a `scale` row of unknown group `{}` in column `precision` (known: {})",
+                                precision[i],
+                                SCALE_GROUPS.join(", ")
+                            )))
+                        }
+                    }
+                }
+                "reference" => reference = ms[i],
                 _ => {
                     for (name, v) in [("positions", positions[i]), ("n", n[i]), ("k", k[i])] {
                         if !(v >= 1.0 && v.is_finite()) {
@@ -849,11 +983,6 @@ impl Lut {
                 "column `ms` of the `overhead` row is {overhead}"
             )));
         }
-        if !(scale > 0.0 && scale.is_finite()) {
-            return Err(bad(format!(
-                "column `ms` of the `scale` row is {scale}; it must be positive"
-            )));
-        }
         let mut lut = Lut::new(
             batch[0] as usize,
             threads[0] as usize,
@@ -864,7 +993,13 @@ impl Lut {
             entries,
         )
         .map_err(bad)?;
-        lut.scale = scale;
+        if !(reference >= 0.0 && reference.is_finite()) {
+            return Err(bad(format!(
+                "column `ms` of the `reference` row is {reference}; it must be 0 or more"
+            )));
+        }
+        lut.scales = scales;
+        lut.reference_ms = reference;
         lut.path = Some(path.to_path_buf());
         Ok(lut)
     }
@@ -884,7 +1019,11 @@ impl LatencyModel for Lut {
     }
 
     fn predict_ms(&self, graph: &Graph) -> Result<f64> {
-        Ok(self.scale * self.steps_ms(graph)? + self.overhead_ms)
+        Ok(combine(&self.scales, &self.group_ms(graph)?) + self.overhead_ms)
+    }
+
+    fn error_margin(&self) -> Option<f64> {
+        (self.error_pct > 0.0).then_some(self.error_pct / 100.0)
     }
 }
 
@@ -939,19 +1078,38 @@ mod tests {
     }
 
     #[test]
-    fn the_fit_recovers_a_scale_and_an_overhead() {
-        let pairs: Vec<(f64, f64)> = [0.01, 0.02, 0.05, 0.3]
-            .iter()
-            .map(|&p| (1.3 * p + 0.004, p))
-            .collect();
+    fn the_fit_recovers_per_group_scales_and_an_overhead() {
+        // Graphs with different mixes of Linear f32, Linear int and element-wise time.
+        let truth = [1.3, 0.7, 1.0, 1.0, 2.0];
+        let mut pairs = Vec::new();
+        for i in 0..12 {
+            let x = i as f64;
+            let g = [
+                0.01 + 0.003 * x,
+                0.02 * (1.0 + (x * 0.7).sin().abs()),
+                0.0,
+                0.0,
+                0.01 * (1.0 + x % 3.0),
+            ];
+            pairs.push((combine(&truth, &g) + 0.004, g));
+        }
         let (a, b) = fit(&pairs);
-        assert!(
-            (a - 1.3).abs() < 1e-9 && (b - 0.004).abs() < 1e-9,
-            "{a} {b}"
-        );
-        // A negative overhead is not allowed: the scale alone is fitted.
-        let (a, b) = fit(&[(1.0, 1.0), (3.0, 2.0)]);
-        assert!(a > 0.0 && b == 0.0, "{a} {b}");
+        for (j, (got, want)) in a.iter().zip(truth).enumerate() {
+            // The ridge pulls toward 1 a little; unused groups stay at 1.
+            assert!((got - want).abs() < 0.02, "group {j}: {got} vs {want}");
+        }
+        assert!((b - 0.004).abs() < 2e-4, "{b}");
+        // A negative overhead or scale is not allowed.
+        let (a, b) = fit(&[
+            (1.0, [1.0, 0.0, 0.0, 0.0, 0.0]),
+            (3.0, [2.0, 0.0, 0.0, 0.0, 0.0]),
+        ]);
+        assert!(a[0] > 0.0 && b >= 0.0, "{a:?} {b}");
+        let (a, _) = fit(&[
+            (1.0, [1.0, 5.0, 0.0, 0.0, 0.0]),
+            (1.0, [1.0, 0.0, 0.0, 0.0, 0.0]),
+        ]);
+        assert!(a.iter().all(|x| *x >= 0.0), "{a:?}");
     }
 
     #[test]
@@ -972,16 +1130,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lut.parquet");
         let mut lut = power_law();
-        lut.scale = 1.25;
+        lut.scales = [1.25; SCALE_GROUPS.len()];
+        lut.scales[4] = 0.5;
+        lut.reference_ms = 0.031;
         lut.save(&path).unwrap();
         let back = Lut::load(&path).unwrap();
         assert_eq!(back.entries, lut.entries);
-        assert_eq!(back.scale, 1.25);
+        assert_eq!(back.scales, lut.scales);
+        assert_eq!(back.reference_ms, 0.031);
+        // Screening allows the table's own calibration error.
+        assert_eq!(back.error_margin(), Some(0.05));
         let g = sculpt_nn::zoo::build("mlp", &[8], 16, 0).unwrap();
-        assert!(
-            (back.predict_ms(&g).unwrap() - (1.25 * back.steps_ms(&g).unwrap() + 0.002)).abs()
-                < 1e-12
-        );
+        let groups = back.group_ms(&g).unwrap();
+        assert!(groups[0] > 0.0 && groups[4] > 0.0, "{groups:?}");
+        assert!((groups.iter().sum::<f64>() - back.steps_ms(&g).unwrap()).abs() < 1e-15);
+        let want = 1.25 * (groups[0] + groups[1] + groups[2] + groups[3]) + 0.5 * groups[4] + 0.002;
+        assert!((back.predict_ms(&g).unwrap() - want).abs() < 1e-12);
         assert_eq!((back.batch, back.threads, back.overhead_ms), (1, 1, 0.002));
         assert_eq!(back.error_pct, 5.0);
     }

@@ -12,6 +12,11 @@ pub trait LatencyModel: Send + Sync {
     /// Names the model and its settings, for reports (`roofline (epyc-zen4-1core)`).
     fn describe(&self) -> String;
     fn predict_ms(&self, graph: &Graph) -> Result<f64>;
+    /// The relative error this model has been measured to make, when known (a lookup
+    /// table's largest error on its calibration graphs). Screening allows this much.
+    fn error_margin(&self) -> Option<f64> {
+        None
+    }
     /// Whether a prediction is a measurement (noisy: repeated runs differ).
     fn is_measured(&self) -> bool {
         false

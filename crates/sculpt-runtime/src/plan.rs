@@ -182,7 +182,7 @@ enum Weights {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum ActIn {
     Float,
     /// f32 weights reading statically quantized activations: quantize, dequantize, f32.
@@ -342,6 +342,7 @@ pub struct Runtime {
     fcol: Vec<f32>,
     fq: Vec<f32>,
     rows: Vec<RowQuant>,
+    samples: Vec<(f32, i64)>,
     out: Vec<f32>,
 }
 
@@ -877,6 +878,7 @@ impl Runtime {
             fcol: vec![0.0; scratch.fcol],
             fq: vec![0.0; scratch.fq * max_batch],
             rows: vec![RowQuant::default(); scratch.rows],
+            samples: vec![(1.0, 0); max_batch],
             out: vec![0.0; spec.num_classes * max_batch],
         })
     }
@@ -1104,6 +1106,7 @@ impl Runtime {
                     qa: &mut self.qa,
                     fq: &mut self.fq,
                     rows: &mut self.rows,
+                    samples: &mut self.samples,
                 };
                 ctx.linear(gemm, x, batch, y);
             }
@@ -1122,9 +1125,22 @@ impl Runtime {
                     qa: &mut self.qa,
                     fq: &mut self.fq,
                     rows: &mut self.rows,
+                    samples: &mut self.samples,
                 };
-                for gemm in gemms {
-                    ctx.conv(gemm, geom, x, batch, y, &mut self.fcol, &mut self.qimg);
+                for (i, gemm) in gemms.iter().enumerate() {
+                    // The groups of a step read the same image through the same quantizer:
+                    // it is quantized once, for the first.
+                    let quantized = i > 0 && gemm.act == gemms[0].act;
+                    ctx.conv(
+                        gemm,
+                        geom,
+                        x,
+                        batch,
+                        y,
+                        &mut self.fcol,
+                        &mut self.qimg,
+                        quantized,
+                    );
                 }
             }
             Step::Pool {
@@ -1514,6 +1530,8 @@ struct Ctx<'a> {
     qa: &'a mut Vec<u8>,
     fq: &'a mut Vec<f32>,
     rows: &'a mut Vec<RowQuant>,
+    /// Each sample's activation scale and zero point in the current convolution.
+    samples: &'a mut Vec<(f32, i64)>,
 }
 
 /// The code of `x` under a static activation quantization, as an unsigned byte, and the
@@ -1537,6 +1555,26 @@ fn static_zero(q: &ActQuant) -> i64 {
     }
 }
 
+/// The smallest and largest of `x` and 0, NaN ignored, over 16 lanes so that it vectorises.
+fn range(x: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    let (mut l, mut h) = (0f32, 0f32);
+    for &v in chunks.remainder().iter().chain(&lo) {
+        l = l.min(v);
+    }
+    for &v in chunks.remainder().iter().chain(&hi) {
+        h = h.max(v);
+    }
+    (l, h)
+}
+
 /// Quantizes `x` into `out` as unsigned bytes; returns the scale and the zero's code.
 fn quantize_row(x: &[f32], out: &mut [u8], act: ActIn) -> (f32, i64) {
     match act {
@@ -1547,11 +1585,7 @@ fn quantize_row(x: &[f32], out: &mut [u8], act: ActIn) -> (f32, i64) {
             (q.scale, static_zero(&q))
         }
         _ => {
-            let (mut lo, mut hi) = (0f32, 0f32);
-            for &v in x {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
+            let (lo, hi) = range(x);
             if hi - lo <= 0.0 || !(hi - lo).is_finite() {
                 out[..x.len()].fill(0);
                 return (1.0, 0);
@@ -1559,8 +1593,14 @@ fn quantize_row(x: &[f32], out: &mut [u8], act: ActIn) -> (f32, i64) {
             let scale = (hi - lo) / 255.0;
             let inv = 1.0 / scale;
             let zero = (-lo * inv).round_ties_even().clamp(0.0, 255.0);
+            // Clamped first, then rounded half to even by adding and removing 2²³ (exact
+            // for 0 ≤ t < 2²³ in the default rounding mode): the same codes as
+            // `round_ties_even().clamp()`, in a loop the compiler vectorises (rounding
+            // itself is a library call on baseline x86-64). NaN becomes 0 either way.
+            const SHIFT: f32 = 8_388_608.0;
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v * inv + zero).round_ties_even().clamp(0.0, 255.0) as u8;
+                let t = (v * inv + zero).clamp(0.0, 255.0);
+                *o = ((t + SHIFT) - SHIFT) as u8;
             }
             (scale, zero as i64)
         }
@@ -1625,6 +1665,7 @@ impl Ctx<'_> {
         y: *mut f32,
         fcol: &mut [f32],
         qimg: &mut [u8],
+        quantized: bool,
     ) {
         let per = g.h * g.w * g.c;
         let m = batch * g.oh * g.ow;
@@ -1648,20 +1689,21 @@ impl Ctx<'_> {
             (Weights::Int { packed, .. }, act) => {
                 let lda = packed.row_bytes();
                 let img = &mut qimg[..batch * per];
-                let mut sample = Vec::with_capacity(batch);
-                for b in 0..batch {
-                    let q = quantize_row(
-                        &x[b * per..(b + 1) * per],
-                        &mut img[b * per..(b + 1) * per],
-                        act,
-                    );
-                    sample.push(q);
+                // Each sample's scale and zero point sit in `samples` until the next step.
+                if !quantized {
+                    for b in 0..batch {
+                        self.samples[b] = quantize_row(
+                            &x[b * per..(b + 1) * per],
+                            &mut img[b * per..(b + 1) * per],
+                            act,
+                        );
+                    }
                 }
                 let qa = &mut self.qa[..m * lda];
                 qa.fill(0);
                 let per_out = g.oh * g.ow;
                 for b in 0..batch {
-                    let (scale, zero) = sample[b];
+                    let (scale, zero) = self.samples[b];
                     let rows = &mut qa[b * per_out * lda..(b + 1) * per_out * lda];
                     im2col_rows(&img[b * per..(b + 1) * per], rows, lda, g, c0, zero as u8);
                     for p in 0..per_out {
@@ -1920,5 +1962,37 @@ fn im2col_rows<T: Copy>(x: &[T], col: &mut [T], ld: usize, g: &ConvGeom, c0: usi
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised dynamic quantization gives exactly the codes of the plain formula,
+    /// ties and NaN included.
+    #[test]
+    fn dynamic_quantization_matches_the_plain_formula() {
+        let mut x: Vec<f32> = (0..1000)
+            .map(|i| ((i as f32 * 0.7371).sin() * 3.0) - 0.5)
+            .collect();
+        x[17] = f32::NAN;
+        // Values that land exactly on .5 codes after scaling by 255 / 8.
+        x.extend([-4.0, 4.0, 0.5 * 8.0 / 255.0, 2.5 * 8.0 / 255.0 - 4.0]);
+        let mut out = vec![0u8; x.len()];
+        let (scale, zero) = quantize_row(&x, &mut out, ActIn::Dynamic);
+        let (lo, hi) = x
+            .iter()
+            .filter(|v| !v.is_nan())
+            .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        assert_eq!(scale, (hi - lo) / 255.0);
+        let inv = 1.0 / scale;
+        let z = (-lo * inv).round_ties_even().clamp(0.0, 255.0);
+        assert_eq!(zero, z as i64);
+        for (i, (&v, &o)) in x.iter().zip(&out).enumerate() {
+            let want = (v * inv + z).round_ties_even().clamp(0.0, 255.0) as u8;
+            assert_eq!(o, want, "element {i}: {v}");
+        }
+        assert_eq!(out[17], 0);
     }
 }
