@@ -1,26 +1,23 @@
 //! NSGA-II (Deb et al. 2002, in the style of Optuna's `NSGAIISampler`) as a
-//! pure ask/tell strategy. Nothing is remembered between asks: the parent
-//! population of generation `g` is rebuilt from the stored trials of earlier
-//! generations by elitist constrained non-dominated selection, and the child is
-//! bred with an RNG derived from `(seed, trial_id)` alone. A strategy rebuilt
-//! from stored trials therefore proposes exactly what the original would have.
+//! pure ask/tell strategy. The parent population of generation `g` is a function of the
+//! stored trials alone: generation 1's parents are selected from generation 0 by elitist
+//! constrained non-dominated selection, and every later generation's from the previous
+//! parents together with the previous generation's trials. Each child is bred with an RNG
+//! derived from `(seed, trial_id)` alone, by the operators of [`crate::operators`]. The
+//! populations are cached between asks, but only as a memo of that function: a strategy
+//! rebuilt from stored trials proposes exactly what the original would have.
 
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::error::{Result, SearchError};
+use crate::operators::{crossover, mutate};
 use crate::pareto::{crowding_distance, non_dominated_sort};
-use crate::space::{Domain, Point, SearchSpace};
+use crate::space::{Point, SearchSpace};
 use crate::strategy::{trial_rng, Proposal, Strategy, TrialState, TrialView};
-
-/// Like pymoo's SBX, each numeric gene is crossed only with this probability;
-/// otherwise the child keeps parent 1's gene.
-const SBX_GENE_PROB: f64 = 0.5;
-
-/// Below this normalised distance two parent genes are treated as equal and
-/// SBX would divide by ~0.
-const SBX_MIN_GAP: f64 = 1e-14;
 
 /// Tunables of NSGA-II. Fields are public for struct-literal use; [`Nsga2::ask`]
 /// re-validates them, and the `with_*` setters validate eagerly.
@@ -138,10 +135,20 @@ impl Nsga2Settings {
 }
 
 /// NSGA-II search strategy; see the module docs for how state is rebuilt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Nsga2 {
     settings: Nsga2Settings,
     seed: u64,
+    /// Parent populations already selected, by generation, with the number of complete
+    /// trials of earlier generations they were selected from: a cache of a pure function of
+    /// the history, valid while that count is unchanged (trials are only ever added).
+    memo: BTreeMap<u64, (usize, Vec<Candidate>)>,
+}
+
+impl PartialEq for Nsga2 {
+    fn eq(&self, other: &Self) -> bool {
+        self.settings == other.settings && self.seed == other.seed
+    }
 }
 
 /// A Complete trial eligible to be a parent, normalised for selection.
@@ -164,7 +171,11 @@ struct Member {
 
 impl Nsga2 {
     pub fn new(settings: Nsga2Settings, seed: u64) -> Self {
-        Self { settings, seed }
+        Self {
+            settings,
+            seed,
+            memo: BTreeMap::new(),
+        }
     }
 
     pub fn settings(&self) -> &Nsga2Settings {
@@ -175,24 +186,30 @@ impl Nsga2 {
         self.seed
     }
 
-    /// Complete trials of generations before `generation`, sorted by trial id,
-    /// so the result does not depend on the order of `history`.
-    fn parent_candidates(
+    /// Complete trials of generations before `generation`, grouped by generation and
+    /// sorted by trial id within each, so the result does not depend on the order of
+    /// `history`.
+    fn candidates_by_generation(
         &self,
         space: &SearchSpace,
         history: &[TrialView],
+        from: u64,
         generation: u64,
-    ) -> Result<Vec<Candidate>> {
+    ) -> Result<BTreeMap<u64, Vec<Candidate>>> {
         let population_size = self.settings.population_size as u64;
-        let mut candidates = Vec::new();
+        let mut by_generation: BTreeMap<u64, Vec<Candidate>> = BTreeMap::new();
+        let mut n_objectives: Option<(u64, usize)> = None;
         for trial in history {
-            // Trials without a tag (e.g. imported from random search) are
+            // Trials without a tag (e.g. from random search, or the GP under `auto`) are
             // placed by their id, as a sequential NSGA-II campaign would have.
             let trial_generation = trial
                 .generation
                 .map(u64::from)
                 .unwrap_or(trial.trial_id / population_size);
-            if trial.state != TrialState::Complete || trial_generation >= generation {
+            if trial.state != TrialState::Complete
+                || trial_generation >= generation
+                || trial_generation < from
+            {
                 continue;
             }
             if trial.point.len() != space.len() {
@@ -211,102 +228,137 @@ impl Nsga2 {
                     })
                 }
             };
-            candidates.push(Candidate {
-                trial_id: trial.trial_id,
-                // Stored points may predate a narrowed space; repair rather than
-                // breed out-of-range children.
-                point: space.nearest(&trial.point),
-                objectives,
-                violation: trial.constraint_violation,
-            });
-        }
-        candidates.sort_by_key(|c| c.trial_id);
-        if let Some(pair) = candidates
-            .windows(2)
-            .find(|w| w[0].trial_id == w[1].trial_id)
-        {
-            return Err(SearchError::InvalidTrial {
-                trial_id: pair[0].trial_id,
-                reason: "trial id appears more than once in the history".to_string(),
-            });
-        }
-        if let Some(first) = candidates.first() {
-            let n_objectives = first.objectives.len();
-            if let Some(odd) = candidates
-                .iter()
-                .find(|c| c.objectives.len() != n_objectives)
-            {
-                return Err(SearchError::InvalidTrial {
-                    trial_id: odd.trial_id,
-                    reason: format!(
-                        "has {} objectives but trial {} has {}",
-                        odd.objectives.len(),
-                        first.trial_id,
-                        n_objectives
-                    ),
+            match n_objectives {
+                None => n_objectives = Some((trial.trial_id, objectives.len())),
+                Some((first, n)) if n != objectives.len() => {
+                    return Err(SearchError::InvalidTrial {
+                        trial_id: trial.trial_id,
+                        reason: format!(
+                            "has {} objectives but trial {first} has {n}",
+                            objectives.len()
+                        ),
+                    })
+                }
+                _ => {}
+            }
+            by_generation
+                .entry(trial_generation)
+                .or_default()
+                .push(Candidate {
+                    trial_id: trial.trial_id,
+                    // Stored points may predate a narrowed space; repair rather than
+                    // breed out-of-range children.
+                    point: space.nearest(&trial.point),
+                    objectives,
+                    violation: trial.constraint_violation,
                 });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for group in by_generation.values_mut() {
+            group.sort_by_key(|c| c.trial_id);
+            for c in group.iter() {
+                if !seen.insert(c.trial_id) {
+                    return Err(SearchError::InvalidTrial {
+                        trial_id: c.trial_id,
+                        reason: "trial id appears more than once in the history".to_string(),
+                    });
+                }
             }
         }
-        Ok(candidates)
+        Ok(by_generation)
     }
 
-    fn breed(&self, space: &SearchSpace, candidates: &[Candidate], rng: &mut StdRng) -> Point {
-        let population = select_population(candidates, self.settings.population_size);
+    /// The parent population of `generation`, as Optuna's NSGA-II builds it: generation
+    /// 1's parents are selected from generation 0; every later generation's from the
+    /// previous parents and the previous generation's trials together (elitism).
+    fn parents(
+        &mut self,
+        space: &SearchSpace,
+        history: &[TrialView],
+        generation: u64,
+    ) -> Result<Vec<Candidate>> {
+        // Complete trials per generation: a cheap pass that decides which cached
+        // population is still valid before any candidate is built.
+        let population_size = self.settings.population_size as u64;
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for trial in history {
+            let g = trial
+                .generation
+                .map(u64::from)
+                .unwrap_or(trial.trial_id / population_size);
+            if trial.state == TrialState::Complete && g < generation {
+                *counts.entry(g).or_default() += 1;
+            }
+        }
+        let before = |g: u64| -> usize { counts.range(..g).map(|(_, n)| n).sum() };
+        // The latest still-valid cached population to continue from.
+        let mut start = 1;
+        let mut population: Vec<Candidate> = Vec::new();
+        for g in (1..=generation).rev() {
+            if let Some((count, cached)) = self.memo.get(&g) {
+                if *count == before(g) {
+                    if g == generation {
+                        return Ok(cached.clone());
+                    }
+                    start = g + 1;
+                    population = cached.clone();
+                    break;
+                }
+            }
+        }
+        let by_generation =
+            self.candidates_by_generation(space, history, start.saturating_sub(1), generation)?;
+        for g in start..=generation {
+            let mut pool = population;
+            if let Some(group) = by_generation.get(&(g - 1)) {
+                pool.extend(group.iter().cloned());
+            }
+            pool.sort_by_key(|c| c.trial_id);
+            population = select_population(&pool, self.settings.population_size)
+                .into_iter()
+                .map(|m| pool[m.candidate].clone())
+                .collect();
+            population.sort_by_key(|c| c.trial_id);
+            self.memo.insert(g, (before(g), population.clone()));
+        }
+        Ok(population)
+    }
+
+    fn breed(&self, space: &SearchSpace, parents: &[Candidate], rng: &mut StdRng) -> Point {
+        // Ranks and crowding within the parent population, for the tournaments.
+        let population = select_population(parents, parents.len());
         let everyone: Vec<usize> = (0..population.len()).collect();
         let first = tournament(&population, &everyone, rng);
         let others: Vec<usize> = everyone.into_iter().filter(|&m| m != first).collect();
         let second = tournament(&population, &others, rng);
-        let parent1 = &candidates[population[first].candidate].point;
-        let parent2 = &candidates[population[second].candidate].point;
+        let parent1 = &parents[population[first].candidate].point;
+        let parent2 = &parents[population[second].candidate].point;
 
-        let mut child = parent1.clone();
-        if rng.random_bool(self.settings.crossover_prob) {
-            for (i, dim) in space.dims().iter().enumerate() {
-                match &dim.domain {
-                    Domain::Categorical { .. } => {
-                        if rng.random_bool(self.settings.swapping_prob) {
-                            child[i] = parent2[i];
-                        }
-                    }
-                    numeric => {
-                        if rng.random_bool(SBX_GENE_PROB) {
-                            let (u1, u2) = unit_pair(numeric, parent1[i], parent2[i]);
-                            let crossed = sbx(u1, u2, self.settings.sbx_eta, rng);
-                            child[i] = numeric.from_unit(crossed).unwrap_or(parent1[i]);
-                        }
-                    }
-                }
-            }
-        }
-
+        let mut child = if rng.random_bool(self.settings.crossover_prob) {
+            crossover(
+                space,
+                parent1,
+                parent2,
+                self.settings.swapping_prob,
+                self.settings.sbx_eta,
+                rng,
+            )
+        } else {
+            parent1.clone()
+        };
         let mutation_prob = self
             .settings
             .mutation_prob
             .unwrap_or(1.0 / space.len() as f64);
-        for (i, dim) in space.dims().iter().enumerate() {
-            if !rng.random_bool(mutation_prob) {
-                continue;
-            }
-            match &dim.domain {
-                Domain::Categorical { choices } => {
-                    child[i] = choices[rng.random_range(0..choices.len())];
-                }
-                numeric => {
-                    let unit = numeric.to_unit(child[i]).unwrap_or(0.5);
-                    let mutated = polynomial_mutation(unit, self.settings.mutation_eta, rng);
-                    child[i] = numeric.from_unit(mutated).unwrap_or(child[i]);
-                }
-            }
-        }
-        space.nearest(&child)
+        mutate(
+            space,
+            &mut child,
+            mutation_prob,
+            self.settings.mutation_eta,
+            rng,
+        );
+        child
     }
-}
-
-fn unit_pair(domain: &Domain, a: f64, b: f64) -> (f64, f64) {
-    (
-        domain.to_unit(a).unwrap_or(0.5),
-        domain.to_unit(b).unwrap_or(0.5),
-    )
 }
 
 /// Elitist selection of up to `population_size` members: constrained
@@ -368,53 +420,6 @@ fn tournament(population: &[Member], pool: &[usize], rng: &mut StdRng) -> usize 
     }
 }
 
-/// SBX spread factor for one side, given `alpha` from the distance to the bound.
-fn sbx_beta_q(u: f64, alpha: f64, eta: f64) -> f64 {
-    if u <= 1.0 / alpha {
-        (u * alpha).powf(1.0 / (eta + 1.0))
-    } else {
-        (1.0 / (2.0 - u * alpha)).powf(1.0 / (eta + 1.0))
-    }
-}
-
-/// Bounded simulated binary crossover on `[0, 1]` genes (Deb & Agrawal; the
-/// bounded form used by pymoo). Returns one of the two children at random.
-fn sbx(x1: f64, x2: f64, eta: f64, rng: &mut StdRng) -> f64 {
-    if (x1 - x2).abs() <= SBX_MIN_GAP {
-        return x1;
-    }
-    let (y1, y2) = if x1 < x2 { (x1, x2) } else { (x2, x1) };
-    let gap = y2 - y1;
-    let u: f64 = rng.random();
-
-    let beta = 1.0 + 2.0 * y1 / gap;
-    let alpha = 2.0 - beta.powf(-(eta + 1.0));
-    let c1 = 0.5 * (y1 + y2 - sbx_beta_q(u, alpha, eta) * gap);
-
-    let beta = 1.0 + 2.0 * (1.0 - y2) / gap;
-    let alpha = 2.0 - beta.powf(-(eta + 1.0));
-    let c2 = 0.5 * (y1 + y2 + sbx_beta_q(u, alpha, eta) * gap);
-
-    let child = if rng.random_bool(0.5) { c1 } else { c2 };
-    child.clamp(0.0, 1.0)
-}
-
-/// Bounded polynomial mutation (Deb & Goyal) of a `[0, 1]` gene.
-fn polynomial_mutation(y: f64, eta: f64, rng: &mut StdRng) -> f64 {
-    let power = 1.0 / (eta + 1.0);
-    let r: f64 = rng.random();
-    let delta_q = if r < 0.5 {
-        let xy = 1.0 - y;
-        let val = 2.0 * r + (1.0 - 2.0 * r) * xy.powf(eta + 1.0);
-        val.powf(power) - 1.0
-    } else {
-        let xy = y;
-        let val = 2.0 * (1.0 - r) + 2.0 * (r - 0.5) * xy.powf(eta + 1.0);
-        1.0 - val.powf(power)
-    };
-    (y + delta_q).clamp(0.0, 1.0)
-}
-
 impl Strategy for Nsga2 {
     fn name(&self) -> &'static str {
         "nsga2"
@@ -430,26 +435,24 @@ impl Strategy for Nsga2 {
         let generation = trial_id / self.settings.population_size as u64;
         let tag = Some(u32::try_from(generation).unwrap_or(u32::MAX));
         let mut rng = trial_rng(self.seed, trial_id);
-        let candidates = if generation == 0 {
+        let parents = if generation == 0 {
             Vec::new()
         } else {
-            self.parent_candidates(space, history, generation)?
+            self.parents(space, history, generation)?
         };
-        let point = if candidates.len() < 2 {
+        let point = if parents.len() < 2 {
             space.sample(&mut rng)
         } else {
-            self.breed(space, &candidates, &mut rng)
+            self.breed(space, &parents, &mut rng)
         };
-        Ok(Proposal {
-            point,
-            generation: tag,
-        })
+        Ok(Proposal::new(point, tag))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operators::{polynomial_mutation, sbx};
     use crate::pareto::{hypervolume_2d, pareto_front};
     use crate::random::RandomSearch;
     use crate::space::Dimension;

@@ -1,6 +1,6 @@
 //! Pareto machinery over minimised objectives: (constrained) dominance, fast
-//! non-dominated sorting, crowding distance, the first front, and the exact
-//! 2-D hypervolume indicator used to compare search runs.
+//! non-dominated sorting, crowding distance, the first front, the exact 2-D and 3-D
+//! hypervolume indicators used to compare search runs, reference points and the knee.
 //!
 //! NaN objectives compare as +infinity, so a broken measurement can never
 //! dominate a real one.
@@ -175,12 +175,174 @@ pub fn hypervolume_2d(points: &[[f64; 2]], reference: [f64; 2]) -> f64 {
     volume
 }
 
+/// Exact 3-D hypervolume dominated by `points` (minimisation) and bounded by
+/// `reference`: a sweep over the third objective, adding each slab's 2-D hypervolume.
+/// Points not strictly better than the reference in every coordinate, or not finite,
+/// contribute nothing.
+pub fn hypervolume_3d(points: &[[f64; 3]], reference: [f64; 3]) -> f64 {
+    let mut inside: Vec<[f64; 3]> = points
+        .iter()
+        .copied()
+        .filter(|p| (0..3).all(|k| p[k].is_finite() && p[k] < reference[k]))
+        .collect();
+    inside.sort_by(|a, b| a[2].total_cmp(&b[2]));
+    let mut volume = 0.0;
+    let mut slice: Vec<[f64; 2]> = Vec::with_capacity(inside.len());
+    for (i, p) in inside.iter().enumerate() {
+        slice.push([p[0], p[1]]);
+        let top = inside.get(i + 1).map_or(reference[2], |q| q[2]);
+        if top > p[2] {
+            volume += hypervolume_2d(&slice, [reference[0], reference[1]]) * (top - p[2]);
+        }
+    }
+    volume
+}
+
+/// The hypervolume of points of 2 or 3 objectives (exact); None for other counts.
+pub fn hypervolume(points: &[Vec<f64>], reference: &[f64]) -> Option<f64> {
+    match reference.len() {
+        2 => Some(hypervolume_2d(
+            &points
+                .iter()
+                .filter(|p| p.len() == 2)
+                .map(|p| [p[0], p[1]])
+                .collect::<Vec<_>>(),
+            [reference[0], reference[1]],
+        )),
+        3 => Some(hypervolume_3d(
+            &points
+                .iter()
+                .filter(|p| p.len() == 3)
+                .map(|p| [p[0], p[1], p[2]])
+                .collect::<Vec<_>>(),
+            [reference[0], reference[1], reference[2]],
+        )),
+        _ => None,
+    }
+}
+
+/// A reference point for the hypervolume from the teacher and the constraints: for each
+/// minimised objective, its cap when one is set (a latency budget: nothing over it counts),
+/// else the teacher's value plus `slack` of its magnitude (a candidate worse than the
+/// teacher by more than that adds nothing).
+pub fn reference_point(teacher: &[f64], caps: &[Option<f64>], slack: f64) -> Vec<f64> {
+    teacher
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| match caps.get(k).copied().flatten() {
+            Some(cap) => cap,
+            None => t + slack * t.abs().max(1e-12),
+        })
+        .collect()
+}
+
+/// The knee of a front (minimised objectives): the point that gives up least on every
+/// objective at once. With two objectives, the front point farthest below the line through
+/// the front's two extremes, in objectives scaled to the front's ranges (Das 1999); with
+/// more, the point nearest the ideal point in those scaled units. None for an empty front.
+pub fn knee_point(front: &[Vec<f64>]) -> Option<usize> {
+    let m = front.first()?.len();
+    let lo: Vec<f64> = (0..m)
+        .map(|k| front.iter().map(|p| p[k]).fold(f64::INFINITY, f64::min))
+        .collect();
+    let hi: Vec<f64> = (0..m)
+        .map(|k| front.iter().map(|p| p[k]).fold(f64::NEG_INFINITY, f64::max))
+        .collect();
+    let scaled: Vec<Vec<f64>> = front
+        .iter()
+        .map(|p| {
+            (0..m)
+                .map(|k| {
+                    let r = hi[k] - lo[k];
+                    if r > 0.0 && r.is_finite() {
+                        (p[k] - lo[k]) / r
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if front.len() <= 2 || m != 2 {
+        return (0..front.len()).min_by(|&a, &b| {
+            let d = |i: usize| scaled[i].iter().map(|v| v * v).sum::<f64>();
+            d(a).total_cmp(&d(b)).then(a.cmp(&b))
+        });
+    }
+    // Extremes: best in the first objective, best in the second; line x + y = 1 through
+    // (0, 1) and (1, 0) in scaled units when the front spans both ranges.
+    (0..front.len()).max_by(|&a, &b| {
+        let below = |i: usize| 1.0 - scaled[i][0] - scaled[i][1];
+        below(a).total_cmp(&below(b)).then(b.cmp(&a))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn objs(raw: &[[f64; 2]]) -> Vec<Vec<f64>> {
         raw.iter().map(|p| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn hypervolume_3d_matches_hand_computed_fronts() {
+        // One point: a box.
+        let one = hypervolume_3d(&[[0.5, 0.5, 0.5]], [1.0, 1.0, 1.0]);
+        assert!((one - 0.125).abs() < 1e-12, "{one}");
+        // Two boxes overlapping in [0.5,1]x[0.5,1]x[0.5,1]: 0.5*0.5*1 + 1*0.5*0.5... by
+        // inclusion-exclusion: (0.5*0.5*1) + (0.5*1*0.5)... with points (0.5,0.5,0) and
+        // (0,0.5,0.5) against (1,1,1): boxes 0.5*0.5*1 = 0.25 and 1*0.5*0.5 = 0.25, overlap
+        // [0.5,1]x[0.5,1]x[0.5,1] = 0.125, union 0.375.
+        let two = hypervolume_3d(&[[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]], [1.0, 1.0, 1.0]);
+        assert!((two - 0.375).abs() < 1e-12, "{two}");
+        // Three mutually non-dominated corner points of the unit cube against (1,1,1):
+        // each box has volume 0.5 (a half-slab), pairwise overlaps 0.25, the triple 0.125:
+        // 3*0.5 - 3*0.25 + 0.125 = 0.875.
+        let three = hypervolume_3d(
+            &[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]],
+            [1.0, 1.0, 1.0],
+        );
+        assert!((three - 0.875).abs() < 1e-12, "{three}");
+        // Dominated and outside points add nothing.
+        let same = hypervolume_3d(
+            &[
+                [0.5, 0.0, 0.0],
+                [0.0, 0.5, 0.0],
+                [0.0, 0.0, 0.5],
+                [0.6, 0.6, 0.6],
+                [2.0, 0.0, 0.0],
+            ],
+            [1.0, 1.0, 1.0],
+        );
+        assert!((same - 0.875).abs() < 1e-12, "{same}");
+        // A flat third objective reduces to the 2-D hypervolume times the depth.
+        let flat = hypervolume_3d(&[[0.2, 0.6, 0.0], [0.6, 0.2, 0.0]], [1.0, 1.0, 1.0]);
+        let area = hypervolume_2d(&[[0.2, 0.6], [0.6, 0.2]], [1.0, 1.0]);
+        assert!((flat - area).abs() < 1e-12, "{flat} {area}");
+        assert_eq!(
+            hypervolume(&[vec![0.5, 0.5, 0.5]], &[1.0, 1.0, 1.0]),
+            Some(0.125)
+        );
+        assert_eq!(hypervolume(&[vec![0.5]], &[1.0]), None);
+    }
+
+    #[test]
+    fn knee_and_reference_point() {
+        // A convex front with a clear knee at (0.1, 0.1).
+        let front = vec![
+            vec![0.0, 1.0],
+            vec![0.05, 0.4],
+            vec![0.1, 0.1],
+            vec![0.4, 0.05],
+            vec![1.0, 0.0],
+        ];
+        assert_eq!(knee_point(&front), Some(2));
+        assert_eq!(knee_point(&[]), None);
+        assert_eq!(knee_point(&front[..1]), Some(0));
+        // Caps win; otherwise the teacher plus slack.
+        let r = reference_point(&[0.02, 10.0], &[None, Some(4.0)], 0.5);
+        assert!((r[0] - 0.03).abs() < 1e-12 && r[1] == 4.0, "{r:?}");
     }
 
     #[test]

@@ -32,10 +32,10 @@ impl Strategy for RandomSearch {
         _history: &[TrialView],
         trial_id: u64,
     ) -> Result<Proposal> {
-        Ok(Proposal {
-            point: space.sample(&mut trial_rng(self.seed, trial_id)),
-            generation: None,
-        })
+        Ok(Proposal::new(
+            space.sample(&mut trial_rng(self.seed, trial_id)),
+            None,
+        ))
     }
 }
 

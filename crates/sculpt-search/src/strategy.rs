@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::space::{Point, SearchSpace};
 
-/// How a past trial ended.
+/// How a past trial ended, or that it has not ended yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrialState {
     Complete,
     Failed,
+    /// Asked but not yet told: running on a worker, or proposed earlier in the same batch.
+    /// Strategies that model the objectives stand in a believed value for it, so a batch
+    /// does not propose the same point twice.
+    Pending,
 }
 
 /// A read-only view of one past trial, as the executor hands it to a strategy.
@@ -35,6 +39,19 @@ pub struct Proposal {
     pub point: Point,
     /// Strategy tag stored on the trial row (NSGA-II generation); None for random.
     pub generation: Option<u32>,
+    /// The strategy that made the proposal when it is not the strategy asked (`auto`
+    /// delegates to `gp` or `nsga2`); stored on the trial.
+    pub strategy: Option<&'static str>,
+}
+
+impl Proposal {
+    pub fn new(point: Point, generation: Option<u32>) -> Self {
+        Proposal {
+            point,
+            generation,
+            strategy: None,
+        }
+    }
 }
 
 /// Strategies are pure: ask takes a read-only view of past trials and returns a point. They never do I/O.
@@ -50,6 +67,46 @@ pub trait Strategy: Send {
     ) -> Result<Proposal>;
     /// Optional hook: a finished trial. Default: nothing (state is derived from history).
     fn tell(&mut self, _trial: &TrialView) {}
+
+    /// Like [`Strategy::ask`], with an exact and cheap feasibility check (a latency budget
+    /// that the latency model evaluates on the candidate's structure): strategies that
+    /// choose among many candidates propose only feasible ones. Default: `ask`, unchecked.
+    fn ask_feasible(
+        &mut self,
+        space: &SearchSpace,
+        history: &[TrialView],
+        trial_id: u64,
+        _feasible: &dyn Fn(&Point) -> bool,
+    ) -> Result<Proposal> {
+        self.ask(space, history, trial_id)
+    }
+
+    /// `q` proposals at once, for parallel workers: each is asked with the earlier ones of
+    /// the batch in the history as [`TrialState::Pending`].
+    fn ask_batch(
+        &mut self,
+        space: &SearchSpace,
+        history: &[TrialView],
+        first_trial_id: u64,
+        q: usize,
+        feasible: &dyn Fn(&Point) -> bool,
+    ) -> Result<Vec<Proposal>> {
+        let mut seen = history.to_vec();
+        let mut out = Vec::with_capacity(q);
+        for i in 0..q as u64 {
+            let p = self.ask_feasible(space, &seen, first_trial_id + i, feasible)?;
+            seen.push(TrialView {
+                trial_id: first_trial_id + i,
+                point: p.point.clone(),
+                generation: p.generation,
+                state: TrialState::Pending,
+                objectives: None,
+                constraint_violation: 0.0,
+            });
+            out.push(p);
+        }
+        Ok(out)
+    }
 }
 
 /// SplitMix64 finaliser: a bijective avalanche mix, so nearby (seed, trial)
