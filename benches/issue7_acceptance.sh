@@ -34,9 +34,9 @@ for m in lenet300 lenet5; do
     runs=200; [ $b = 64 ] && runs=30
     $S latency validate --model reports/teachers/$m --lut $OUT/lut-b$b.parquet --batch $b \
         --plans 100 --runs $runs --figure $OUT/validate-$m-b$b.svg --json > $OUT/validate-$m-b$b.json
-    python3 -c "import json,sys; v=json.load(open('$OUT/validate-$m-b$b.json')); \
-print('$m batch $b: lut mape %.1f%% within10 %.0f%%; roofline mape %.1f%% within10 %.0f%%' % \
-(v['lut']['mape'], 100*v['lut']['within_10pct'], v['roofline']['mape'], 100*v['roofline']['within_10pct']))"
+    python3 -c "import json,sys; v=json.load(open('$OUT/validate-$m-b$b.json')); a=v['lut_drift_adjusted']; d=v['host_drift']; \
+print('$m batch $b: lut mape %.1f%% within10 %.0f%%; drift-adjusted %.1f%% %.0f%%; roofline mape %.1f%% within10 %.0f%%; host at %.2fx (%.2f-%.2f) of the table reference' % \
+(v['lut']['mape'], 100*v['lut']['within_10pct'], a['mape'], 100*a['within_10pct'], v['roofline']['mape'], 100*v['roofline']['within_10pct'], d['median_ratio'], d['min_ratio'], d['max_ratio']))"
   done
 done
 

@@ -213,6 +213,64 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluate every configuration of a small compression space of a trained model (a
+    /// prune ratio per prunable layer, a bit width per weight layer) by post-training
+    /// compression, without fine-tuning, into a parquet table that strategy benchmarks
+    /// look values up in.
+    BenchTable {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Prune ratios of each prunable layer.
+        #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75")]
+        prune: Vec<f64>,
+        /// Bit widths of each weight layer.
+        #[arg(long, value_delimiter = ',', default_value = "2,4,8,32")]
+        bits: Vec<u32>,
+        /// Device profile of the roofline latency model.
+        #[arg(long, default_value = "epyc-zen4-1core")]
+        profile: String,
+        /// A lookup table from `sculpt profile`, instead of the roofline.
+        #[arg(long)]
+        lut: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run search strategies on a benchmark table or on ZDT1-3 / DTLZ2 for several seeds,
+    /// and report the share of the true front's hypervolume they find after 50, 100 and
+    /// 200 evaluations (median and quartiles over seeds).
+    BenchSearch {
+        /// table (with --table), zdt1, zdt2, zdt3 or dtlz2.
+        #[arg(long, default_value = "table")]
+        problem: String,
+        #[arg(long)]
+        table: Option<PathBuf>,
+        /// The table's second objective beside the error: latency or size.
+        #[arg(long, default_value = "latency")]
+        objective: String,
+        /// Strategies, comma-separated: random, nsga2, gp, auto.
+        #[arg(long, value_delimiter = ',', default_value = "random,nsga2,gp,auto")]
+        strategy: Vec<String>,
+        #[arg(long, default_value_t = 200)]
+        budget: usize,
+        #[arg(long, default_value_t = 10)]
+        seeds: usize,
+        /// NSGA-II's population (also under auto).
+        #[arg(long, default_value_t = 50)]
+        population: usize,
+        /// Print one JSON object per strategy (`hv_fraction_at`: checkpoint → median).
+        #[arg(long)]
+        json: bool,
+        /// Write every evaluated point as parquet.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Draw hypervolume against evaluations, one line per strategy (SVG).
+        #[arg(long)]
+        figure: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -473,7 +531,156 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             budget_ms,
             json,
         } => select(&dir, budget_ms, json),
+        Command::BenchTable {
+            model,
+            data,
+            out,
+            prune,
+            bits,
+            profile,
+            lut,
+            json,
+        } => bench_table(
+            &model,
+            &data,
+            &out,
+            &sculpt_campaign::bench::TableSettings {
+                prune,
+                bits,
+                profile,
+                lut,
+                batch: 1,
+            },
+            json,
+        ),
+        Command::BenchSearch {
+            problem,
+            table,
+            objective,
+            strategy,
+            budget,
+            seeds,
+            population,
+            json,
+            trace,
+            figure,
+        } => bench_search(
+            &problem,
+            table.as_deref(),
+            &objective,
+            &strategy,
+            budget,
+            seeds,
+            population,
+            json,
+            trace.as_deref(),
+            figure.as_deref(),
+        ),
     }
+}
+
+fn bench_table(
+    model: &Path,
+    data: &str,
+    out: &Path,
+    settings: &sculpt_campaign::bench::TableSettings,
+    json: bool,
+) -> anyhow::Result<()> {
+    let total: usize = 1;
+    let bar = counter(total, "configurations");
+    let summary =
+        sculpt_campaign::bench::bench_table(model, data, settings, out, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "wrote {}: {} configurations of {} in {:.1} s; latency from {}",
+            out.display(),
+            summary.rows,
+            summary.dimensions.join(", "),
+            summary.seconds,
+            summary.latency_model
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_search(
+    problem: &str,
+    table: Option<&Path>,
+    objective: &str,
+    strategies: &[String],
+    budget: usize,
+    seeds: usize,
+    population: usize,
+    json: bool,
+    trace: Option<&Path>,
+    figure: Option<&Path>,
+) -> anyhow::Result<()> {
+    use sculpt_campaign::bench;
+    let objective = match objective {
+        "latency" => bench::TableObjective::Latency,
+        "size" => bench::TableObjective::Size,
+        other => anyhow::bail!("unknown --objective `{other}` (known: latency, size)"),
+    };
+    // Refuse bad names before any run starts.
+    for s in strategies {
+        bench::strategy(s, 0, population)?;
+    }
+    let table_problem = match (problem, table) {
+        ("table", Some(path)) => Some(bench::TableProblem::load(path, objective)?),
+        _ => None,
+    };
+    let other;
+    let problem: &dyn sculpt_search::bench::Problem = match &table_problem {
+        Some(t) => t,
+        None => {
+            other = bench::problem(problem, table, objective)?;
+            other.as_ref()
+        }
+    };
+    let mut results = Vec::new();
+    for name in strategies {
+        let bar = counter(seeds, &format!("{name}: seeds"));
+        let r = bench::bench_strategy(name, problem, budget, seeds, population, &mut |done, _| {
+            bar.set_position(done as u64)
+        })?;
+        bar.finish_and_clear();
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            for (k, median) in &r.hv_fraction_at {
+                let q = r.quartiles_at[k];
+                println!(
+                    "{} {}: after {k} evaluations, median {median:.3} of the true hypervolume (quartiles {:.3}-{:.3}), {} seeds",
+                    r.problem, r.strategy, q[0], q[1], r.seeds
+                );
+            }
+            println!(
+                "{} {}: {:.2} s per run (median)",
+                r.problem, r.strategy, r.seconds_median
+            );
+        }
+        results.push(r);
+    }
+    if let Some(path) = trace {
+        bench::write_trace(path, problem, table_problem.as_ref(), &results)?;
+        if !json {
+            println!("trace: {}", path.display());
+        }
+    }
+    if let Some(path) = figure {
+        bench::plot(path, problem, &results)?;
+        if !json {
+            println!("figure: {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn train(

@@ -60,9 +60,10 @@ struct RawTrain {
 // (see `knob_searches`), so that a knob needs no field here and errors keep their spans.
 #[derive(Debug, Deserialize)]
 struct RawSearch {
-    strategy: Spanned<String>,
+    strategy: Option<Spanned<String>>,
     trials: Spanned<i64>,
     population: Option<Spanned<i64>>,
+    min_accuracy: Option<Spanned<f64>>,
     max_minutes: Option<Spanned<f64>>,
     objective: Option<Spanned<String>>,
     sensitivity: Option<Spanned<RawSensitivity>>,
@@ -72,6 +73,7 @@ const SEARCH_FIELDS: &[&str] = &[
     "strategy",
     "trials",
     "population",
+    "min_accuracy",
     "max_minutes",
     "objective",
     "sensitivity",
@@ -131,6 +133,10 @@ struct RawLatency {
     budget_ms: Option<Spanned<f64>>,
 }
 
+/// NSGA-II's population when a campaign does not set one (also under `auto`): Optuna's
+/// default.
+pub const DEFAULT_POPULATION: usize = 50;
+
 /// Which latency model scores a campaign's trials.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -164,7 +170,15 @@ pub enum TeacherSource {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum StrategyKind {
     Random,
-    Nsga2 { population: usize },
+    Nsga2 {
+        population: usize,
+    },
+    /// The Gaussian process.
+    Gp,
+    /// The GP while it pays, then NSGA-II with this population (the default).
+    Auto {
+        population: usize,
+    },
 }
 
 impl StrategyKind {
@@ -172,6 +186,8 @@ impl StrategyKind {
         match self {
             StrategyKind::Random => "random",
             StrategyKind::Nsga2 { .. } => "nsga2",
+            StrategyKind::Gp => "gp",
+            StrategyKind::Auto { .. } => "auto",
         }
     }
 }
@@ -248,6 +264,9 @@ pub struct Campaign {
     pub teacher: TeacherSource,
     pub finetune: TrainConfig,
     pub strategy: StrategyKind,
+    /// A minimum validation accuracy (a fraction): the GP models it as a constraint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_accuracy: Option<f64>,
     pub trials: usize,
     pub max_minutes: Option<f64>,
     /// The second objective, beside the error rate.
@@ -730,29 +749,43 @@ impl Campaign {
 
         let search = &raw.search;
         let trials = source.positive(&search.trials, "search.trials")?;
-        let strategy = match search.strategy.get_ref().as_str() {
-            "random" => StrategyKind::Random,
-            "nsga2" => {
-                let population = match &search.population {
-                    Some(p) => source.positive(p, "search.population")?,
-                    None => 50,
-                };
-                if population < 2 {
+        let population = match &search.population {
+            Some(p) => {
+                let n = source.positive(p, "search.population")?;
+                if n < 2 {
                     return Err(source.error(
-                        search.population.as_ref().unwrap().span(),
+                        p.span(),
                         Some("search.population"),
                         "must be at least 2",
                     ));
                 }
-                StrategyKind::Nsga2 { population }
+                n
             }
-            other => {
+            None => DEFAULT_POPULATION,
+        };
+        let strategy = match search.strategy.as_ref().map(|s| s.get_ref().as_str()) {
+            Some("random") => StrategyKind::Random,
+            Some("nsga2") => StrategyKind::Nsga2 { population },
+            Some("gp") => StrategyKind::Gp,
+            Some("auto") | None => StrategyKind::Auto { population },
+            Some(other) => {
                 return Err(source.error(
-                    search.strategy.span(),
+                    search.strategy.as_ref().map_or(0..0, |s| s.span()),
                     Some("search.strategy"),
-                    format!("unknown strategy `{other}` (known: random, nsga2)"),
+                    format!("unknown strategy `{other}` (known: auto, gp, nsga2, random)"),
                 ))
             }
+        };
+        let min_accuracy = match &search.min_accuracy {
+            Some(m) if !(0.0..=1.0).contains(m.get_ref()) => {
+                return Err(source.error(
+                    m.span(),
+                    Some("search.min_accuracy"),
+                    format!("must be a fraction between 0 and 1, got {}", m.get_ref()),
+                ))
+            }
+            Some(m) => Some(*m.get_ref()),
+            None => None,
         };
         let max_minutes = match &search.max_minutes {
             Some(m) if !(m.get_ref().is_finite() && *m.get_ref() > 0.0) => {
@@ -904,6 +937,7 @@ impl Campaign {
             teacher,
             finetune,
             strategy,
+            min_accuracy,
             trials,
             max_minutes,
             objective,

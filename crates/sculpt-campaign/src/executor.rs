@@ -10,10 +10,13 @@ use std::time::Instant;
 use candle_core::Tensor;
 use sculpt_latency::LatencyModel;
 use sculpt_nn::{Dataset, Graph, GraphSpec, Splits};
-use sculpt_search::{Nsga2, Nsga2Settings, Point, RandomSearch, Strategy};
+use sculpt_search::{
+    AutoSearch, AutoSettings, GpSearch, GpSettings, Nsga2, Nsga2Settings, Point, RandomSearch,
+    Strategy,
+};
 use sculpt_store::{CampaignMeta, Store, TeacherRecord, TrialRecord, TrialState};
 
-use crate::config::{Campaign, LatencyChoice, StrategyKind, TeacherSource};
+use crate::config::{Campaign, LatencyChoice, Objective, StrategyKind, TeacherSource};
 use crate::error::{CampaignError, Result};
 use crate::observe::{Observer, Progress};
 use crate::space::{search_space, trial_view, CampaignSpace};
@@ -198,10 +201,38 @@ fn load_teacher(
     })
 }
 
-fn build_strategy(campaign: &Campaign) -> Result<Box<dyn Strategy>> {
+/// The GP's settings for a campaign: the hypervolume's reference point is accuracy 0 (or
+/// the minimum accuracy) against the latency budget (or the teacher's latency or size: a
+/// candidate no better than the teacher adds nothing), and a minimum accuracy is a
+/// modelled bound on the error.
+fn gp_settings(campaign: &Campaign, teacher: &TeacherRecord) -> GpSettings {
+    let error_cap = campaign.min_accuracy.map(|a| 1.0 - a);
+    let second = match campaign.objective {
+        Objective::Latency => campaign.budget_ms.unwrap_or(teacher.latency_ms),
+        Objective::Size => teacher.size_bytes as f64,
+    };
+    GpSettings {
+        reference: Some(sculpt_search::reference_point(
+            &[1.0, second],
+            &[error_cap, None],
+            0.0,
+        )),
+        bounds: vec![error_cap, None],
+        ..GpSettings::default()
+    }
+}
+
+fn build_strategy(campaign: &Campaign, teacher: &TeacherRecord) -> Result<Box<dyn Strategy>> {
     Ok(match campaign.strategy {
         StrategyKind::Random => Box::new(RandomSearch::new(campaign.seed)),
         StrategyKind::Nsga2 { population } => Box::new(Nsga2::new(
+            Nsga2Settings::default().with_population_size(population)?,
+            campaign.seed,
+        )),
+        StrategyKind::Gp => Box::new(GpSearch::new(gp_settings(campaign, teacher), campaign.seed)),
+        StrategyKind::Auto { population } => Box::new(AutoSearch::new(
+            AutoSettings::default(),
+            gp_settings(campaign, teacher),
             Nsga2Settings::default().with_population_size(population)?,
             campaign.seed,
         )),
@@ -226,6 +257,29 @@ struct Scores {
 }
 
 impl Evaluator<'_> {
+    /// Whether a point meets the latency budget by the campaign's latency model, from its
+    /// structure alone (no fine-tuning). Only deterministic models answer; with `measured`
+    /// latency, or without a budget, every point passes (screening still applies). A
+    /// point that cannot be built passes too: its evaluation records why it failed.
+    fn feasible(&self, point: &Point) -> bool {
+        let Some(budget) = self.campaign.budget_ms else {
+            return true;
+        };
+        if self.latency.is_measured() {
+            return true;
+        }
+        let Ok(plan) = self.space.decode(point) else {
+            return true;
+        };
+        match sculpt_compress::compress(self.teacher, &plan, None)
+            .ok()
+            .and_then(|g| self.latency.predict_ms(&g).ok())
+        {
+            Some(ms) => ms <= budget,
+            None => true,
+        }
+    }
+
     /// The campaign's screening margin, else the latency model's measured error, and never
     /// less than the default.
     fn screen_margin(&self) -> f64 {
@@ -431,7 +485,7 @@ pub fn run(
     let teacher_record = evaluate_teacher(&teacher_name, &teacher, &splits.val, latency.as_ref())?;
     store.write_teacher(&teacher_record)?;
     let teacher_logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
-    let mut strategy = build_strategy(campaign)?;
+    let mut strategy = build_strategy(campaign, &teacher_record)?;
     let evaluator = Evaluator {
         campaign,
         space: &space,
@@ -472,11 +526,12 @@ pub fn run(
             .map(|t| t.trial_id + 1)
             .max()
             .unwrap_or(0);
-        let proposal = strategy.ask(&space.space, &history, trial_id)?;
+        let proposal =
+            strategy.ask_feasible(&space.space, &history, trial_id, &|p| evaluator.feasible(p))?;
         let record = evaluator.evaluate(
             &proposal.point,
             trial_id,
-            strategy.name(),
+            proposal.strategy.unwrap_or(strategy.name()),
             proposal.generation,
         );
         store.append(record.clone())?;

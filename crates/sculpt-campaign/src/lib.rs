@@ -3,6 +3,7 @@
 //! its decoding into compression plans, and the one executor that runs the loop of ask,
 //! evaluate, store, tell and observe.
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod executor;

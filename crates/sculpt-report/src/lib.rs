@@ -11,7 +11,7 @@ pub mod sensitivity;
 pub mod summary;
 
 pub use error::{ReportError, Result};
-pub use plot::{plot_pareto, plot_validation};
+pub use plot::{plot_hypervolume_curves, plot_pareto, plot_validation};
 pub use select::{best_under_budget, hypervolume, pareto_indices};
 pub use sensitivity::{plot_sensitivity, sensitivity_text};
 pub use summary::{configuration, render_summary, write_report, Report};

@@ -240,3 +240,76 @@ pub fn plot_validation(
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// One row of a hypervolume curve: evaluations, median, lower and upper quartile.
+pub type CurveRow = (f64, f64, f64, f64);
+
+/// Curves of the hypervolume fraction against evaluations, one per strategy: the median
+/// over seeds as a line, the quartiles as a band of thin lines.
+pub fn plot_hypervolume_curves(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<CurveRow>)],
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| ReportError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let x_max = series
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|r| r.0))
+        .fold(1.0f64, f64::max);
+    let root = SVGBackend::new(path, (880, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..1.02)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("evaluations")
+        .y_desc("hypervolume / true front's")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let colours = [
+        RGBColor(200, 40, 40),
+        RGBColor(30, 100, 200),
+        RGBColor(40, 150, 60),
+        RGBColor(120, 120, 120),
+        RGBColor(150, 60, 170),
+    ];
+    for (i, (name, rows)) in series.iter().enumerate() {
+        let colour = colours[i % colours.len()];
+        for band in [2usize, 3] {
+            chart
+                .draw_series(LineSeries::new(
+                    rows.iter()
+                        .map(|r| (r.0, if band == 2 { r.2 } else { r.3 })),
+                    colour.mix(0.35).stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|r| (r.0, r.1)),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x - 10, y), (x + 10, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::design::latin_hypercube;
 use crate::error::{Result, SearchError};
 use crate::operators::{crossover, mutate};
 use crate::pareto::{crowding_distance, non_dominated_sort};
@@ -440,7 +441,12 @@ impl Strategy for Nsga2 {
         } else {
             self.parents(space, history, generation)?
         };
-        let point = if parents.len() < 2 {
+        let point = if generation == 0 {
+            // The first generation is a Latin hypercube: every stratum of every dimension
+            // covered once, where independent draws leave gaps and clumps.
+            let n = self.settings.population_size;
+            latin_hypercube(space, n, self.seed)[(trial_id as usize) % n].clone()
+        } else if parents.len() < 2 {
             space.sample(&mut rng)
         } else {
             self.breed(space, &parents, &mut rng)

@@ -235,8 +235,8 @@ impl Default for FitSettings {
     fn default() -> Self {
         FitSettings {
             starts: 2,
-            max_iters: 50,
-            max_fit_points: 200,
+            max_iters: 40,
+            max_fit_points: 120,
         }
     }
 }
@@ -283,6 +283,18 @@ impl Gp {
         settings: &FitSettings,
         rng: &mut impl Rng,
     ) -> Option<Gp> {
+        let hyper = Gp::fit_hyper(x, y, categorical, settings, rng)?;
+        Gp::with_hyper(x, y, categorical, hyper)
+    }
+
+    /// The MAP hyperparameters for the data, without conditioning on it.
+    pub fn fit_hyper(
+        x: &[Vec<f64>],
+        y: &[f64],
+        categorical: &[bool],
+        settings: &FitSettings,
+        rng: &mut impl Rng,
+    ) -> Option<Hyper> {
         if x.is_empty() || x.len() != y.len() {
             return None;
         }
@@ -327,8 +339,7 @@ impl Gp {
                 best = Some((x_best, value));
             }
         }
-        let hyper = best.map_or_else(|| Hyper::default_for(dims), |(v, _)| Hyper::from_slice(&v));
-        Gp::with_hyper(x, y, categorical, hyper)
+        Some(best.map_or_else(|| Hyper::default_for(dims), |(v, _)| Hyper::from_slice(&v)))
     }
 
     /// Conditions on the data with fixed hyperparameters; None when the covariance is not

@@ -1,17 +1,18 @@
-//! Box-bounded minimisation with argmin's L-BFGS (More-Thuente line search). argmin's
+//! Box-bounded minimisation with argmin's L-BFGS (backtracking Armijo line search). argmin's
 //! L-BFGS is unconstrained, so the bounds are kept by evaluating the objective at the
 //! point clamped into the box and adding a steep quadratic penalty for the distance
 //! outside it: the minimiser of the penalised problem lies in the box.
 //!
-//! argmin runs its line search without an iteration limit, and on a flat or kinked
-//! objective the More-Thuente search can cycle; every evaluation is therefore counted,
-//! the run is stopped once it has spent its budget, and the best point evaluated is kept.
+//! argmin runs its line search without an iteration limit; every evaluation is therefore
+//! counted, the run is stopped once it has spent its budget (five evaluations per allowed
+//! iteration), and the best point evaluated is kept.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use argmin::core::{CostFunction, Error, Executor, Gradient};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::linesearch::condition::ArmijoCondition;
+use argmin::solver::linesearch::BacktrackingLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 
 /// The objective and its gradient at a point.
@@ -23,7 +24,7 @@ struct Boxed<'a> {
     f: &'a Objective<'a>,
     lo: &'a [f64],
     hi: &'a [f64],
-    evals: Cell<u64>,
+    evals: Rc<Cell<u64>>,
     budget: u64,
     /// The best clamped point evaluated and its (unpenalised) value.
     best: Rc<RefCell<(Vec<f64>, f64)>>,
@@ -91,21 +92,31 @@ pub fn minimize(
         .collect();
     let start_value = f(&start).0;
     let best = Rc::new(RefCell::new((start.clone(), start_value)));
+    let problem_evals = Rc::new(Cell::new(0u64));
     let problem = Boxed {
         f,
         lo,
         hi,
-        evals: Cell::new(0),
-        budget: 20 * max_iters.max(1),
+        evals: Rc::clone(&problem_evals),
+        budget: 5 * max_iters.max(1),
         best: Rc::clone(&best),
     };
-    if let Ok(solver) = LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(1e-8) {
+    // A backtracking (Armijo) line search: one or two evaluations per iteration where
+    // More-Thuente spends ten or more on these small, cheap-to-misjudge problems.
+    let linesearch = ArmijoCondition::new(1e-4)
+        .map(BacktrackingLineSearch::new)
+        .and_then(|l| l.rho(0.5));
+    let solver = linesearch.and_then(|l| LBFGS::new(l, 7).with_tolerance_grad(1e-8));
+    if let Ok(solver) = solver {
         let executor = Executor::new(problem, solver)
             .configure(|state| state.param(start.clone()).max_iters(max_iters));
         // An error (the budget spent, a failed line search) still leaves the best point.
         let _ = executor.run();
     }
     let found = best.borrow().clone();
+    if std::env::var("SCULPT_GP_DEBUG").is_ok() {
+        eprintln!("minimize: {} evals, dims {}", problem_evals.get(), x0.len());
+    }
     found
 }
 

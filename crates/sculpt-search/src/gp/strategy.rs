@@ -20,7 +20,10 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp1};
 
 use super::acquisition::{boxes_2d, chebyshev, log_ehvi_2d, log_ei, log_pof};
-use super::model::{FitSettings, Gp};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use super::model::{FitSettings, Gp, Hyper};
 use super::optimize::{minimize, numeric_gradient};
 use crate::design::latin_hypercube;
 use crate::error::Result;
@@ -79,6 +82,33 @@ impl Default for GpSettings {
 pub struct GpSearch {
     settings: GpSettings,
     seed: u64,
+    /// Fitted hyperparameters by a digest of the data they were fitted on: a cache of a
+    /// pure function (the fit's random starts are seeded from the same digest), so hits
+    /// and misses propose the same points.
+    memo: HashMap<u64, Hyper>,
+}
+
+/// How many of the first trials the hyperparameters are fitted on, given `n`: every trial
+/// up to 30, then refits every 5 trials up to 100 and every 10 after; the posterior always
+/// conditions on all of them. Between refits the fitted values are reused.
+fn fit_size(n: usize) -> usize {
+    match n {
+        0..=30 => n,
+        31..=100 => n - n % 5,
+        _ => n - n % 10,
+    }
+}
+
+fn digest(x: &[Vec<f64>], y: &[f64]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (p, v) in x.iter().zip(y) {
+        for c in p {
+            c.to_bits().hash(&mut h);
+        }
+        v.to_bits().hash(&mut h);
+    }
+    x.len().hash(&mut h);
+    h.finish()
 }
 
 /// A point's encoding for the GP: numeric dimensions in their unit encoding, categorical
@@ -165,7 +195,30 @@ impl Scorer {
 
 impl GpSearch {
     pub fn new(settings: GpSettings, seed: u64) -> Self {
-        GpSearch { settings, seed }
+        GpSearch {
+            settings,
+            seed,
+            memo: HashMap::new(),
+        }
+    }
+
+    /// A GP on all the data with hyperparameters fitted on the first [`fit_size`] points.
+    fn fitted(&mut self, x: &[Vec<f64>], y: &[f64], categorical: &[bool]) -> Option<Gp> {
+        let m = fit_size(x.len()).max(2).min(x.len());
+        let key = digest(&x[..m], &y[..m]);
+        let hyper = match self.memo.get(&key) {
+            Some(h) => h.clone(),
+            None => {
+                let mut rng = trial_rng(self.seed ^ 0x6B1D_F17E, key);
+                let h = Gp::fit_hyper(&x[..m], &y[..m], categorical, &self.settings.fit, &mut rng)?;
+                if self.memo.len() > 4096 {
+                    self.memo.clear();
+                }
+                self.memo.insert(key, h.clone());
+                h
+            }
+        };
+        Gp::with_hyper(x, y, categorical, hyper)
     }
 
     pub fn settings(&self) -> &GpSettings {
@@ -198,7 +251,7 @@ impl GpSearch {
     /// Builds the models and the acquisition of this ask; None when nothing can be
     /// modelled yet (no complete trial).
     fn scorer(
-        &self,
+        &mut self,
         space: &SearchSpace,
         complete: &[&TrialView],
         pending: &[&TrialView],
@@ -268,7 +321,7 @@ impl GpSearch {
         }
         let mut models = Vec::with_capacity(outputs.len());
         for out in &outputs {
-            models.push(Gp::fit(&x, out, &categorical, &self.settings.fit, rng)?);
+            models.push(self.fitted(&x, out, &categorical)?);
         }
         // Kriging believer: pending points at their predicted means, same hyperparameters.
         let mut believed: Vec<Vec<f64>> = Vec::new();
@@ -343,14 +396,15 @@ impl GpSearch {
         })
     }
 
-    /// Polishes an encoded point: L-BFGS over the numeric coordinates (categorical ones
-    /// fixed), then one pass of local search over each categorical coordinate's choices.
+    /// Polishes an encoded point: L-BFGS over the float coordinates (the others fixed),
+    /// then one pass of local search over each categorical coordinate's choices and each
+    /// integer coordinate's neighbours.
     fn polish(&self, space: &SearchSpace, scorer: &Scorer, z0: &[f64]) -> (Vec<f64>, f64) {
         let numeric: Vec<usize> = space
             .dims()
             .iter()
             .enumerate()
-            .filter(|(_, d)| !matches!(d.domain, Domain::Categorical { .. }))
+            .filter(|(_, d)| matches!(d.domain, Domain::Float { .. }))
             .map(|(i, _)| i)
             .collect();
         let mut z = z0.to_vec();
@@ -382,18 +436,28 @@ impl GpSearch {
             }
         }
         for (i, dim) in space.dims().iter().enumerate() {
-            if let Domain::Categorical { choices } = &dim.domain {
-                for c in 0..choices.len() {
-                    if c as f64 == z[i] {
-                        continue;
-                    }
-                    let mut t = z.clone();
-                    t[i] = c as f64;
-                    let s = scorer.score(&t);
-                    if s > best {
-                        best = s;
-                        z = t;
-                    }
+            let alternatives: Vec<f64> = match &dim.domain {
+                Domain::Categorical { choices } => (0..choices.len())
+                    .map(|c| c as f64)
+                    .filter(|c| *c != z[i])
+                    .collect(),
+                Domain::Int { low, high } => {
+                    // One step either way in the unit encoding of the integers.
+                    let step = 1.0 / (high - low + 1) as f64;
+                    [z[i] - step, z[i] + step]
+                        .into_iter()
+                        .filter(|u| (0.0..=1.0).contains(u))
+                        .collect()
+                }
+                Domain::Float { .. } => Vec::new(),
+            };
+            for a in alternatives {
+                let mut t = z.clone();
+                t[i] = a;
+                let s = scorer.score(&t);
+                if s > best {
+                    best = s;
+                    z = t;
                 }
             }
         }
