@@ -261,6 +261,9 @@ enum Command {
         /// NSGA-II's population (also under auto).
         #[arg(long, default_value_t = 50)]
         population: usize,
+        /// Trials `auto` gives the GP before NSGA-II (default: auto's own).
+        #[arg(long)]
+        gp_trials: Option<u64>,
         /// Print one JSON object per strategy (`hv_fraction_at`: checkpoint → median).
         #[arg(long)]
         json: bool,
@@ -561,6 +564,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             budget,
             seeds,
             population,
+            gp_trials,
             json,
             trace,
             figure,
@@ -572,6 +576,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             budget,
             seeds,
             population,
+            gp_trials,
             json,
             trace.as_deref(),
             figure.as_deref(),
@@ -618,6 +623,7 @@ fn bench_search(
     budget: usize,
     seeds: usize,
     population: usize,
+    gp_trials: Option<u64>,
     json: bool,
     trace: Option<&Path>,
     figure: Option<&Path>,
@@ -630,7 +636,7 @@ fn bench_search(
     };
     // Refuse bad names before any run starts.
     for s in strategies {
-        bench::strategy(s, 0, population)?;
+        bench::strategy(s, 0, population, gp_trials)?;
     }
     let table_problem = match (problem, table) {
         ("table", Some(path)) => Some(bench::TableProblem::load(path, objective)?),
@@ -647,9 +653,15 @@ fn bench_search(
     let mut results = Vec::new();
     for name in strategies {
         let bar = counter(seeds, &format!("{name}: seeds"));
-        let r = bench::bench_strategy(name, problem, budget, seeds, population, &mut |done, _| {
-            bar.set_position(done as u64)
-        })?;
+        let r = bench::bench_strategy(
+            name,
+            problem,
+            budget,
+            seeds,
+            population,
+            gp_trials,
+            &mut |done, _| bar.set_position(done as u64),
+        )?;
         bar.finish_and_clear();
         if json {
             println!("{}", serde_json::to_string(&r)?);

@@ -403,19 +403,24 @@ impl Problem for TableProblem {
     }
 }
 
-/// A strategy by name, for benchmarks: `random`, `nsga2`, `gp` or `auto`.
-pub fn strategy(name: &str, seed: u64, population: usize) -> Result<Box<dyn Strategy>> {
+/// A strategy by name, for benchmarks: `random`, `nsga2`, `gp` or `auto`; `auto` hands
+/// over to NSGA-II after `gp_trials` trials (None: its default).
+pub fn strategy(
+    name: &str,
+    seed: u64,
+    population: usize,
+    gp_trials: Option<u64>,
+) -> Result<Box<dyn Strategy>> {
     let nsga2 = Nsga2Settings::default().with_population_size(population)?;
+    let auto = AutoSettings {
+        gp_trials: gp_trials.unwrap_or(AutoSettings::default().gp_trials),
+        ..AutoSettings::default()
+    };
     Ok(match name {
         "random" => Box::new(RandomSearch::new(seed)),
         "nsga2" => Box::new(Nsga2::new(nsga2, seed)),
         "gp" => Box::new(GpSearch::new(GpSettings::default(), seed)),
-        "auto" => Box::new(AutoSearch::new(
-            AutoSettings::default(),
-            GpSettings::default(),
-            nsga2,
-            seed,
-        )),
+        "auto" => Box::new(AutoSearch::new(auto, GpSettings::default(), nsga2, seed)),
         other => {
             return Err(CampaignError::Invalid(format!(
                 "unknown strategy `{other}` (known: random, nsga2, gp, auto)"
@@ -465,6 +470,11 @@ pub struct StrategyResult {
     pub quartiles_at: std::collections::BTreeMap<usize, [f64; 2]>,
     /// Median wall time of one run, seconds.
     pub seconds_median: f64,
+    /// The true front's hypervolume the fractions are of.
+    pub true_hypervolume: f64,
+    /// Trials `auto` gave the GP (auto only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gp_trials: Option<u64>,
     /// Per seed, the fraction after every evaluation.
     #[serde(skip)]
     pub curves: Vec<Vec<f64>>,
@@ -491,6 +501,7 @@ pub fn bench_strategy(
     budget: usize,
     seeds: usize,
     population: usize,
+    gp_trials: Option<u64>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<StrategyResult> {
     if budget == 0 || seeds == 0 {
@@ -502,7 +513,7 @@ pub fn bench_strategy(
     let mut runs = Vec::with_capacity(seeds);
     let mut seconds = Vec::with_capacity(seeds);
     for seed in 0..seeds {
-        let mut s = strategy(name, seed as u64, population)?;
+        let mut s = strategy(name, seed as u64, population, gp_trials)?;
         let started = std::time::Instant::now();
         let evaluations = run(s.as_mut(), problem, budget)?;
         seconds.push(started.elapsed().as_secs_f64());
@@ -525,6 +536,8 @@ pub fn bench_strategy(
         hv_fraction_at,
         quartiles_at,
         seconds_median: quantile(&seconds, 0.5),
+        true_hypervolume: problem.true_hypervolume(),
+        gp_trials: (name == "auto").then(|| gp_trials.unwrap_or(AutoSettings::default().gp_trials)),
         curves,
         runs,
     })
@@ -712,7 +725,7 @@ mod tests {
         let curve = hypervolume_curve(&problem, &all);
         assert!((curve.last().unwrap() - 1.0).abs() < 1e-12, "{curve:?}");
         // A short random run finds less.
-        let r = bench_strategy("random", &problem, 10, 2, 50, &mut |_, _| {}).unwrap();
+        let r = bench_strategy("random", &problem, 10, 2, 50, None, &mut |_, _| {}).unwrap();
         assert!(r.hv_fraction_at[&10] < 1.0 && r.hv_fraction_at[&10] > 0.0);
         let trace = dir.path().join("trace.parquet");
         write_trace(&trace, &problem, Some(&problem), &[r]).unwrap();
@@ -748,7 +761,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("latency_ms"), "{e}");
-        assert!(strategy("tpe", 0, 50)
+        assert!(strategy("tpe", 0, 50, None)
             .err()
             .unwrap()
             .to_string()

@@ -112,6 +112,9 @@ struct RawKnob {
     high: Option<Spanned<f64>>,
     #[serde(default)]
     log: bool,
+    /// A range that may also be off (the knob at its default): searched as an on/off
+    /// switch and a value that exists only while the switch is on.
+    optional: Option<Spanned<bool>>,
     choices: Option<Spanned<Vec<toml::Value>>>,
     value: Option<Spanned<toml::Value>>,
 }
@@ -201,6 +204,8 @@ pub enum KnobDomain {
     Choices(Vec<ParamValue>),
     /// One value for every trial: not searched, but applied and recorded.
     Fixed(ParamValue),
+    /// The on/off switch of an optional range (0 off, 1 on); sets nothing itself.
+    Switch,
 }
 
 /// A campaign's `[plan]` table, as plan-file text, and where it starts in the file.
@@ -219,6 +224,10 @@ pub struct KnobSearch {
     /// Layer-name pattern (`*` matches any run of characters); `*` for global knobs.
     pub layers: String,
     pub domain: KnobDomain,
+    /// Whether the knob may also be off: a switch dimension `<column>_on`, and the range
+    /// searched only while it is on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
     /// Where the knob's table starts in the campaign file (line, column), for errors
     /// found once the teacher is known.
     #[serde(skip)]
@@ -454,6 +463,17 @@ impl Source<'_> {
                 self.error(span, None, message)
             })?;
             let domain = self.knob_domain(knob, &raw, &field, value.span())?;
+            let optional = match &raw.optional {
+                Some(o) if *o.get_ref() && !matches!(domain, KnobDomain::Range { .. }) => {
+                    return Err(self.error(
+                        o.span(),
+                        Some(&format!("{field}.optional")),
+                        "only a range (low and high) can be optional",
+                    ))
+                }
+                Some(o) => *o.get_ref(),
+                None => false,
+            };
             let layers = match &raw.layers {
                 Some(l) if !knob.per_layer => {
                     return Err(self.error(
@@ -471,6 +491,7 @@ impl Source<'_> {
                     knob: name.to_string(),
                     layers,
                     domain,
+                    optional,
                     at: line_column(self.text, value.span().start),
                 },
             ));

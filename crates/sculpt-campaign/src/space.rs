@@ -31,6 +31,8 @@ pub struct Coordinate {
     pub layer: String,
     pub column: String,
     pub domain: KnobDomain,
+    /// The switch column this coordinate exists under (an optional range), if any.
+    pub switch: Option<String>,
 }
 
 impl Coordinate {
@@ -46,6 +48,7 @@ impl Coordinate {
                 _ => ParamValue::Float(x),
             },
             KnobDomain::Fixed(v) => v.clone(),
+            KnobDomain::Switch => ParamValue::Int(x.round() as i64),
         }
     }
 
@@ -60,7 +63,16 @@ impl Coordinate {
     }
 
     fn dimension(&self) -> Option<Dimension> {
+        let dimension = self.unconditional_dimension()?;
+        Some(match &self.switch {
+            Some(switch) => dimension.when(switch, vec![1.0]),
+            None => dimension,
+        })
+    }
+
+    fn unconditional_dimension(&self) -> Option<Dimension> {
         match &self.domain {
+            KnobDomain::Switch => Some(Dimension::categorical(&self.column, vec![0.0, 1.0])),
             KnobDomain::Range { low, high, log } => {
                 Some(Dimension::float(&self.column, *low, *high, *log))
             }
@@ -113,7 +125,12 @@ impl CampaignSpace {
         for c in &self.fixed {
             (c.knob.set)(&mut plan, &c.layer, &c.decode(0.0));
         }
-        for (c, &x) in self.searched.iter().zip(point) {
+        for (i, (c, &x)) in self.searched.iter().zip(point).enumerate() {
+            // A switch sets nothing; a value whose switch is off leaves the knob as the
+            // plan has it (its default: off).
+            if c.domain == KnobDomain::Switch || !self.space.is_active(point, i) {
+                continue;
+            }
             let value = c
                 .knob
                 .check(&c.decode(x))
@@ -123,12 +140,24 @@ impl CampaignSpace {
         Ok(plan)
     }
 
-    /// The record of a plan: the value of every coordinate, read back from the plan.
+    /// The record of a plan: the value of every coordinate, read back from the plan. A
+    /// switch reads 1 when its knob's value lies in the switched range, else 0.
     pub fn params(&self, plan: &CompressionPlan) -> BTreeMap<String, serde_json::Value> {
         self.searched
             .iter()
             .chain(&self.fixed)
             .map(|c| {
+                if c.domain == KnobDomain::Switch {
+                    let on = self
+                        .searched
+                        .iter()
+                        .find(|v| v.switch.as_deref() == Some(c.column.as_str()))
+                        .is_some_and(|v| {
+                            let value = (v.knob.get)(plan, &v.layer).as_f64();
+                            matches!((&v.domain, value), (KnobDomain::Range { low, high, .. }, Some(x)) if x >= *low && x <= *high)
+                        });
+                    return (c.column.clone(), serde_json::json!(i64::from(on)));
+                }
                 let value = (c.knob.get)(plan, &c.layer);
                 (
                     c.column.clone(),
@@ -205,11 +234,23 @@ pub fn search_space(campaign: &Campaign, teacher: &Graph) -> Result<CampaignSpac
                 }
                 _ => k.domain.clone(),
             };
+            let switch = (k.optional && matches!(domain, KnobDomain::Range { .. }))
+                .then(|| format!("{}_on", knob.column(&layer)));
+            if let Some(column) = &switch {
+                searched.push(Coordinate {
+                    knob,
+                    column: column.clone(),
+                    layer: layer.clone(),
+                    domain: KnobDomain::Switch,
+                    switch: None,
+                });
+            }
             let coordinate = Coordinate {
                 knob,
                 column: knob.column(&layer),
                 layer,
                 domain,
+                switch,
             };
             match coordinate.dimension() {
                 Some(_) => searched.push(coordinate),
@@ -386,7 +427,7 @@ pub fn narrow(
                 _ => KnobDomain::Choices(kept),
             }
         }
-        KnobDomain::Fixed(_) => domain.clone(),
+        KnobDomain::Fixed(_) | KnobDomain::Switch => domain.clone(),
     }
 }
 
@@ -400,6 +441,7 @@ fn describe(domain: &KnobDomain) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         KnobDomain::Fixed(v) => format!("fixed at {v}"),
+        KnobDomain::Switch => "on or off".into(),
     }
 }
 
@@ -573,6 +615,39 @@ mod tests {
             err.contains("conv*") && err.contains("matches no layer"),
             "{err}"
         );
+    }
+
+    /// `optional = true` on a range: a switch dimension, and the value only while it is on.
+    #[test]
+    fn an_optional_range_is_a_switch_and_a_conditional_value() {
+        let text = "name = \"o\"\nseed = 1\n[data]\nsource = \"digits\"\n[teacher]\nmodel = \"mlp\"\n[search]\nstrategy = \"gp\"\ntrials = 4\n[search.rank]\nlayers = \"fc1\"\nlow = 0.2\nhigh = 0.8\noptional = true\n[latency]\nprofile = \"epyc-zen4-1core\"\n";
+        let campaign = Campaign::parse(text, Path::new("o.toml")).unwrap();
+        let teacher = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        let space = search_space(&campaign, &teacher).unwrap();
+        let names: Vec<&str> = space.space.dims().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["rank_fc1_on", "rank_fc1"]);
+        let off = space.decode(&vec![0.0, 0.5]).unwrap();
+        let on = space.decode(&vec![1.0, 0.5]).unwrap();
+        let default_rank = CompressionPlan::default();
+        let rank = |p: &CompressionPlan| p.layers.get("fc1").map_or(1.0, |l| l.rank);
+        assert_eq!(
+            rank(&off),
+            default_rank.layers.get("fc1").map_or(1.0, |l| l.rank)
+        );
+        assert_eq!(rank(&on), 0.5);
+        // The record says which, and encodes back.
+        let p_off = space.params(&off);
+        let p_on = space.params(&on);
+        assert_eq!(p_off["rank_fc1_on"], serde_json::json!(0));
+        assert_eq!(p_on["rank_fc1_on"], serde_json::json!(1));
+        assert_eq!(space.encode(&p_on).unwrap(), vec![1.0, 0.5]);
+        assert_eq!(space.space.nearest(&space.encode(&p_off).unwrap())[0], 0.0);
+        // Only a range may be optional.
+        let bad = text.replace("low = 0.2\nhigh = 0.8\n", "value = 0.5\n");
+        let e = Campaign::parse(&bad, Path::new("o.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("search.rank.optional"), "{e}");
     }
 
     #[test]

@@ -25,5 +25,5 @@ pub use pareto::{
     hypervolume_3d, knee_point, non_dominated_sort, pareto_front, reference_point,
 };
 pub use random::RandomSearch;
-pub use space::{Dimension, Domain, Point, SearchSpace};
+pub use space::{Condition, Dimension, Domain, Point, SearchSpace};
 pub use strategy::{trial_rng, Proposal, Strategy, TrialState, TrialView};

@@ -194,11 +194,23 @@ impl Domain {
     }
 }
 
+/// When a dimension exists: only while an earlier (parent) dimension takes one of
+/// `values`, as a low-rank fraction exists only while low rank is on. An inactive
+/// dimension keeps a value in the point, but nothing reads it: the codec ignores it, and
+/// the GP sees a constant in its place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub parent: String,
+    pub values: Vec<f64>,
+}
+
 /// A named axis of the search space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dimension {
     pub name: String,
     pub domain: Domain,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
 }
 
 impl Dimension {
@@ -206,6 +218,7 @@ impl Dimension {
         Self {
             name: name.into(),
             domain: Domain::Float { low, high, log },
+            condition: None,
         }
     }
 
@@ -213,6 +226,7 @@ impl Dimension {
         Self {
             name: name.into(),
             domain: Domain::Int { low, high },
+            condition: None,
         }
     }
 
@@ -220,7 +234,17 @@ impl Dimension {
         Self {
             name: name.into(),
             domain: Domain::Categorical { choices },
+            condition: None,
         }
+    }
+
+    /// This dimension, existing only while `parent` takes one of `values`.
+    pub fn when(mut self, parent: impl Into<String>, values: Vec<f64>) -> Self {
+        self.condition = Some(Condition {
+            parent: parent.into(),
+            values,
+        });
+        self
     }
 }
 
@@ -264,6 +288,27 @@ impl SearchSpace {
                 return Err(SearchError::DuplicateDimension(dim.name.clone()));
             }
             dim.domain.validate(&dim.name)?;
+            if let Some(c) = &dim.condition {
+                let invalid = |reason: String| SearchError::InvalidDimension {
+                    name: dim.name.clone(),
+                    reason,
+                };
+                let Some(parent) = dims[..i].iter().find(|d| d.name == c.parent) else {
+                    return Err(invalid(format!(
+                        "its condition names `{}`, which is not an earlier dimension",
+                        c.parent
+                    )));
+                };
+                if c.values.is_empty() {
+                    return Err(invalid("its condition lists no values".into()));
+                }
+                if let Some(v) = c.values.iter().find(|v| !parent.domain.contains(**v)) {
+                    return Err(invalid(format!(
+                        "its condition value {v} is not a value of `{}`",
+                        c.parent
+                    )));
+                }
+            }
         }
         Ok(Self { dims })
     }
@@ -303,6 +348,20 @@ impl SearchSpace {
     /// The value of dimension `name` in `point`, if both exist.
     pub fn value(&self, point: &[f64], name: &str) -> Option<f64> {
         self.index_of(name).and_then(|i| point.get(i).copied())
+    }
+
+    /// Whether dimension `i` exists at `point`: it has no condition, or its parent exists
+    /// and takes one of the condition's values.
+    pub fn is_active(&self, point: &[f64], i: usize) -> bool {
+        match &self.dims[i].condition {
+            None => true,
+            Some(c) => match self.index_of(&c.parent) {
+                Some(p) => {
+                    self.is_active(point, p) && point.get(p).is_some_and(|v| c.values.contains(v))
+                }
+                None => true,
+            },
+        }
     }
 
     /// Repairs `point` dimension by dimension with [`Domain::nearest`].
@@ -463,6 +522,32 @@ mod tests {
         assert_eq!(cat.from_unit(0.5), None);
         assert_eq!(cat.nearest(3.5), 4.0);
         assert_eq!(int.nearest(7.2), 3.0);
+    }
+
+    #[test]
+    fn conditional_dimensions_are_checked_and_follow_their_parent() {
+        let space = SearchSpace::new(vec![
+            Dimension::categorical("lowrank", vec![0.0, 1.0]),
+            Dimension::float("rank", 0.1, 0.9, false).when("lowrank", vec![1.0]),
+            Dimension::float("x", 0.0, 1.0, false),
+        ])
+        .unwrap();
+        assert!(space.is_active(&[1.0, 0.5, 0.2], 1));
+        assert!(!space.is_active(&[0.0, 0.5, 0.2], 1));
+        assert!(space.is_active(&[0.0, 0.5, 0.2], 2));
+        let later = SearchSpace::new(vec![
+            Dimension::float("rank", 0.1, 0.9, false).when("lowrank", vec![1.0]),
+            Dimension::categorical("lowrank", vec![0.0, 1.0]),
+        ]);
+        assert!(later
+            .unwrap_err()
+            .to_string()
+            .contains("not an earlier dimension"));
+        let bad_value = SearchSpace::new(vec![
+            Dimension::categorical("lowrank", vec![0.0, 1.0]),
+            Dimension::float("rank", 0.1, 0.9, false).when("lowrank", vec![2.0]),
+        ]);
+        assert!(bad_value.unwrap_err().to_string().contains("value 2"));
     }
 
     #[test]

@@ -114,9 +114,6 @@ pub fn minimize(
         let _ = executor.run();
     }
     let found = best.borrow().clone();
-    if std::env::var("SCULPT_GP_DEBUG").is_ok() {
-        eprintln!("minimize: {} evals, dims {}", problem_evals.get(), x0.len());
-    }
     found
 }
 

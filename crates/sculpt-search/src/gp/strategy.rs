@@ -112,9 +112,11 @@ fn digest(x: &[Vec<f64>], y: &[f64]) -> u64 {
 }
 
 /// A point's encoding for the GP: numeric dimensions in their unit encoding, categorical
-/// ones as the index of their choice.
+/// ones as the index of their choice, and inactive conditional dimensions as a constant 0
+/// (so two points that differ only where a dimension does not exist are the same to the
+/// kernel).
 fn encode(space: &SearchSpace, point: &[f64]) -> Vec<f64> {
-    space
+    let mut z: Vec<f64> = space
         .dims()
         .iter()
         .zip(point)
@@ -124,7 +126,22 @@ fn encode(space: &SearchSpace, point: &[f64]) -> Vec<f64> {
             }
             numeric => numeric.to_unit(v).unwrap_or(0.5),
         })
-        .collect()
+        .collect();
+    mask(space, &mut z);
+    z
+}
+
+/// Sets the inactive conditional coordinates of an encoded point to 0.
+fn mask(space: &SearchSpace, z: &mut [f64]) {
+    if space.dims().iter().all(|d| d.condition.is_none()) {
+        return;
+    }
+    let point = decode(space, z);
+    for (i, v) in z.iter_mut().enumerate() {
+        if !space.is_active(&point, i) {
+            *v = 0.0;
+        }
+    }
 }
 
 fn decode(space: &SearchSpace, z: &[f64]) -> Point {
@@ -417,6 +434,7 @@ impl GpSearch {
                 for (j, &i) in numeric.iter().enumerate() {
                     full[i] = u[j];
                 }
+                mask(space, &mut full);
                 full
             };
             let value = |u: &[f64]| -> f64 {
@@ -454,6 +472,7 @@ impl GpSearch {
             for a in alternatives {
                 let mut t = z.clone();
                 t[i] = a;
+                mask(space, &mut t);
                 let s = scorer.score(&t);
                 if s > best {
                     best = s;
@@ -671,6 +690,49 @@ mod tests {
         assert_eq!(batch.len(), 3);
         assert!(batch[0].point != batch[1].point && batch[1].point != batch[2].point);
         assert!(batch.iter().all(|p| feasible(&p.point)));
+    }
+
+    /// A conditional dimension that only matters when its switch is on: the GP runs, and
+    /// its encoding ignores the inactive value.
+    #[test]
+    fn conditional_dimensions_are_masked() {
+        let space = SearchSpace::new(vec![
+            Dimension::categorical("lowrank", vec![0.0, 1.0]),
+            Dimension::float("rank", 0.1, 0.9, false).when("lowrank", vec![1.0]),
+            Dimension::float("x", 0.0, 1.0, false),
+        ])
+        .unwrap();
+        assert_eq!(
+            encode(&space, &[0.0, 0.3, 0.5]),
+            encode(&space, &[0.0, 0.8, 0.5])
+        );
+        assert_ne!(
+            encode(&space, &[1.0, 0.3, 0.5]),
+            encode(&space, &[1.0, 0.8, 0.5])
+        );
+        let mut gp = GpSearch::new(
+            GpSettings {
+                candidates: 64,
+                n_startup: 5,
+                ..Default::default()
+            },
+            2,
+        );
+        let mut history = Vec::new();
+        for trial_id in 0..10 {
+            let p = gp.ask(&space, &history, trial_id).unwrap();
+            assert!(space.contains(&p.point));
+            let rank = if p.point[0] == 1.0 { p.point[1] } else { 1.0 };
+            let o = vec![(p.point[2] - 0.3).powi(2) + 0.1 * (1.0 - rank), rank];
+            history.push(TrialView {
+                trial_id,
+                point: p.point,
+                generation: None,
+                state: TrialState::Complete,
+                objectives: Some(o),
+                constraint_violation: 0.0,
+            });
+        }
     }
 
     #[test]
