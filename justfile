@@ -19,6 +19,7 @@ bench:
     cargo bench --bench campaign
     cargo bench --bench mnist
     cargo bench --bench runtime
+    cargo bench --bench gp_ask
 
 # Everything a commit needs.
 check: lint test
