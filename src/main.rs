@@ -603,9 +603,10 @@ fn bench_table(
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "wrote {}: {} configurations of {} in {:.1} s; latency from {}",
+            "wrote {}: {} configuration{} of {} in {:.1} s; latency from {}",
             out.display(),
             summary.rows,
+            if summary.rows == 1 { "" } else { "s" },
             summary.dimensions.join(", "),
             summary.seconds,
             summary.latency_model
@@ -634,9 +635,23 @@ fn bench_search(
         "size" => bench::TableObjective::Size,
         other => anyhow::bail!("unknown --objective `{other}` (known: latency, size)"),
     };
-    // Refuse bad names before any run starts.
+    // Refuse bad names and paths before any run starts.
     for s in strategies {
         bench::strategy(s, 0, population, gp_trials)?;
+    }
+    for path in trace.iter().chain(figure.iter()) {
+        bench::check_output(path)?;
+    }
+    if let Some(f) = figure {
+        if f.extension().and_then(|e| e.to_str()) != Some("svg") {
+            anyhow::bail!(
+                "--figure {}: the figure is drawn as SVG; give a path ending in .svg",
+                f.display()
+            );
+        }
+        if Some(f) == trace {
+            anyhow::bail!("--figure and --trace name the same file");
+        }
     }
     let table_problem = match (problem, table) {
         ("table", Some(path)) => Some(bench::TableProblem::load(path, objective)?),

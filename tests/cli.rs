@@ -1004,3 +1004,104 @@ fn latency_model_mistakes_name_the_field() {
         assert!(stderr.contains("bad.toml"), "{extra}: {stderr}");
     }
 }
+
+/// The search benchmark end to end: a table of a freshly trained teacher, strategies run
+/// against it, and their trace and figure; bad output paths are refused before any work.
+#[test]
+fn bench_table_and_bench_search_run_and_refuse_bad_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = tmp.path().join("teacher");
+    let t = teacher.to_str().unwrap();
+    let out = sculpt(&["train", "--model", "mlp", "--out", t, "--epochs", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = tmp.path().join("table.parquet");
+    let tb = table.to_str().unwrap();
+    let out = sculpt(&[
+        "bench-table",
+        "--model",
+        t,
+        "--data",
+        "digits",
+        "--out",
+        tb,
+        "--prune",
+        "0,0.5",
+        "--bits",
+        "4,32",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("32 configurations"));
+    let trace = tmp.path().join("trace.parquet");
+    let figure = tmp.path().join("hv.svg");
+    let out = sculpt(&[
+        "bench-search",
+        "--table",
+        tb,
+        "--strategy",
+        "random,gp",
+        "--budget",
+        "12",
+        "--seeds",
+        "1",
+        "--json",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--figure",
+        figure.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for r in &lines {
+        let f = r["hv_fraction_at"]["12"].as_f64().unwrap();
+        assert!(f > 0.0 && f <= 1.0, "{r}");
+    }
+    assert!(figure.is_file());
+    use polars::prelude::SerReader;
+    let frame = polars::prelude::ParquetReader::new(std::fs::File::open(&trace).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(frame.height(), 24);
+    // A figure that is not SVG, and a trace into a missing folder: refused, nothing run.
+    let out = sculpt(&[
+        "bench-search",
+        "--table",
+        tb,
+        "--budget",
+        "5",
+        "--seeds",
+        "1",
+        "--figure",
+        tmp.path().join("hv.png").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".svg"));
+    let out = sculpt(&[
+        "bench-search",
+        "--table",
+        tb,
+        "--budget",
+        "5",
+        "--seeds",
+        "1",
+        "--trace",
+        tmp.path().join("missing/trace.parquet").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}

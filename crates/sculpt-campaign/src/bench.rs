@@ -69,6 +69,28 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CampaignError + '_ {
     }
 }
 
+/// Refuses an output path whose folder does not exist, before any work is done.
+pub fn check_output(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => return Ok(()),
+    };
+    if !parent.is_dir() {
+        return Err(CampaignError::Invalid(format!(
+            "{}: the folder {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(CampaignError::Invalid(format!(
+            "{} is a folder, not a file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn table_error(path: &Path, message: impl std::fmt::Display) -> CampaignError {
     CampaignError::Invalid(format!("{}: {message}", path.display()))
 }
@@ -93,7 +115,39 @@ pub fn bench_table(
             "prune ratio {bad} is outside [0, 1)"
         )));
     }
+    for (list, what) in [
+        (
+            settings
+                .prune
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            "--prune",
+        ),
+        (
+            settings.bits.iter().map(|b| b.to_string()).collect(),
+            "--bits",
+        ),
+    ] {
+        if let Some(v) = list
+            .iter()
+            .enumerate()
+            .find(|(i, v)| list[..*i].contains(v))
+            .map(|(_, v)| v)
+        {
+            return Err(CampaignError::Invalid(format!(
+                "{what} lists {v} twice; every configuration must appear once"
+            )));
+        }
+    }
+    check_output(out)?;
     let teacher = sculpt_nn::io::load(model)?;
+    if !teacher.spec.weight_quant.is_empty() || !teacher.spec.sparse.is_empty() {
+        return Err(CampaignError::Invalid(format!(
+            "{} is already compressed (quantized or sparse weights); bench-table compresses a float teacher, so its rows would be mislabelled",
+            model.display()
+        )));
+    }
     let seed = crate::standalone::model_seed(model, None);
     let splits = sculpt_data::load(data, seed)?;
     let latency: Box<dyn LatencyModel> = match &settings.lut {
@@ -245,8 +299,12 @@ impl TableProblem {
             .get_column_names()
             .iter()
             .map(|n| n.to_string())
-            .filter(|n| !OBJECTIVE_COLUMNS.contains(&n.as_str()))
+            // pandas' index columns are not dimensions.
+            .filter(|n| !OBJECTIVE_COLUMNS.contains(&n.as_str()) && !n.starts_with("__"))
             .collect();
+        if accuracy.is_empty() {
+            return Err(table_error(path, "the table has no rows"));
+        }
         if names.is_empty() {
             return Err(table_error(path, "the table has no dimension columns"));
         }
@@ -282,6 +340,15 @@ impl TableProblem {
             rows.insert(key, [1.0 - accuracy[i], second[i]]);
         }
         let expected: usize = dims.iter().map(|(_, d, _)| d.len()).product();
+        if n != rows.len() {
+            return Err(table_error(
+                path,
+                format!(
+                    "the table has {n} rows but {} distinct configurations; every configuration must appear once",
+                    rows.len()
+                ),
+            ));
+        }
         if rows.len() != expected {
             return Err(table_error(
                 path,
@@ -761,6 +828,35 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("latency_ms"), "{e}");
+        // A configuration twice (the later row would silently win) and no rows at all.
+        let write = |path: &Path, x: Vec<f64>| {
+            let n = x.len();
+            let mut frame = DataFrame::new(
+                n,
+                vec![
+                    Column::new("x".into(), x),
+                    Column::new("accuracy".into(), vec![0.5; n]),
+                    Column::new("latency_ms".into(), vec![1.0; n]),
+                    Column::new("size_bytes".into(), vec![10u64; n]),
+                ],
+            )
+            .unwrap();
+            ParquetWriter::new(File::create(path).unwrap())
+                .finish(&mut frame)
+                .unwrap();
+        };
+        write(&path, vec![0.0, 1.0, 1.0]);
+        let e = TableProblem::load(&path, TableObjective::Latency)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("3 rows but 2 distinct"), "{e}");
+        write(&path, vec![]);
+        let e = TableProblem::load(&path, TableObjective::Latency)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no rows"), "{e}");
         assert!(strategy("tpe", 0, 50, None)
             .err()
             .unwrap()

@@ -350,7 +350,7 @@ impl Evaluator<'_> {
         let started = Instant::now();
         let decoded = self.space.decode(point);
         let params = match &decoded {
-            Ok(plan) => self.space.params(plan),
+            Ok(plan) => self.space.params_at(point, plan),
             Err(_) => Default::default(),
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -140,8 +140,26 @@ impl CampaignSpace {
         Ok(plan)
     }
 
+    /// The record of a trial: [`CampaignSpace::params`] of its plan, with each switch as
+    /// the point set it (a range may hold the knob's default, so the plan cannot tell).
+    pub fn params_at(
+        &self,
+        point: &Point,
+        plan: &CompressionPlan,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let mut params = self.params(plan);
+        for (c, &x) in self.searched.iter().zip(point) {
+            if c.domain == KnobDomain::Switch {
+                params.insert(c.column.clone(), serde_json::json!(x.round() as i64));
+            }
+        }
+        params
+    }
+
     /// The record of a plan: the value of every coordinate, read back from the plan. A
-    /// switch reads 1 when its knob's value lies in the switched range, else 0.
+    /// switch, which the plan does not hold, reads 1 when its knob's value lies in the
+    /// switched range, else 0; trials record the switch as proposed
+    /// ([`CampaignSpace::params_at`]).
     pub fn params(&self, plan: &CompressionPlan) -> BTreeMap<String, serde_json::Value> {
         self.searched
             .iter()
@@ -636,12 +654,26 @@ mod tests {
         );
         assert_eq!(rank(&on), 0.5);
         // The record says which, and encodes back.
-        let p_off = space.params(&off);
-        let p_on = space.params(&on);
+        let p_off = space.params_at(&vec![0.0, 0.5], &off);
+        let p_on = space.params_at(&vec![1.0, 0.5], &on);
         assert_eq!(p_off["rank_fc1_on"], serde_json::json!(0));
         assert_eq!(p_on["rank_fc1_on"], serde_json::json!(1));
         assert_eq!(space.encode(&p_on).unwrap(), vec![1.0, 0.5]);
         assert_eq!(space.space.nearest(&space.encode(&p_off).unwrap())[0], 0.0);
+        // A range holding the knob's default: the record keeps the switch as proposed.
+        let wide = text.replace("high = 0.8", "high = 1.0");
+        let campaign = Campaign::parse(&wide, Path::new("o.toml")).unwrap();
+        let space = search_space(&campaign, &teacher).unwrap();
+        let on_at_default = space.decode(&vec![1.0, 1.0]).unwrap();
+        assert_eq!(
+            space.params_at(&vec![1.0, 1.0], &on_at_default)["rank_fc1_on"],
+            serde_json::json!(1)
+        );
+        let off = space.decode(&vec![0.0, 0.4]).unwrap();
+        assert_eq!(
+            space.params_at(&vec![0.0, 0.4], &off)["rank_fc1_on"],
+            serde_json::json!(0)
+        );
         // Only a range may be optional.
         let bad = text.replace("low = 0.2\nhigh = 0.8\n", "value = 0.5\n");
         let e = Campaign::parse(&bad, Path::new("o.toml"))
