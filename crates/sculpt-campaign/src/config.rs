@@ -730,7 +730,9 @@ impl Campaign {
                             ),
                         ));
                     }
-                    TeacherSource::Weights(dir)
+                    // Canonical, so the campaign's identity does not depend on how the
+                    // path was spelled (`m/` against `./m`).
+                    TeacherSource::Weights(std::fs::canonicalize(&dir).unwrap_or(dir))
                 }
                 (None, Some(model)) => {
                     if !sculpt_nn::zoo::MODELS.contains(&model.get_ref().as_str()) {
@@ -891,7 +893,7 @@ impl Campaign {
                         ),
                     ));
                 }
-                LatencyChoice::Lut(path)
+                LatencyChoice::Lut(std::fs::canonicalize(&path).unwrap_or(path))
             }
             Some((_, "measured")) => LatencyChoice::Measured {
                 threads: match &raw.latency.threads {

@@ -467,6 +467,11 @@ pub fn run(
             columns: columns.clone(),
         },
     )?;
+    for warning in store.warnings() {
+        for o in observers.iter_mut() {
+            o.on_phase(&format!("warning: {warning}"));
+        }
+    }
     let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
     let space = search_space(campaign, &teacher)?;
     if let Some(limit) = &campaign.sensitivity {

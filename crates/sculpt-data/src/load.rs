@@ -57,6 +57,9 @@ pub fn resolve_spec(spec: &str, base: &std::path::Path) -> std::result::Result<S
             if (folder && !full.is_dir()) || (!folder && !full.is_file()) {
                 return Err(format!("`{spec}`: {} is not a {what}", full.display()));
             }
+            // Canonical, so a campaign's identity does not depend on how the path was
+            // spelled (`data/x.csv` against `./data/x.csv`, or the campaign file's folder).
+            let full = std::fs::canonicalize(&full).unwrap_or(full);
             return Ok(format!("{prefix}{}{label}", full.display()));
         }
     }
@@ -354,7 +357,15 @@ mod tests {
         let base = dir.path();
         assert_eq!(resolve_spec("digits", base).unwrap(), "digits");
         let csv = resolve_spec("csv:t.csv#label", base).unwrap();
-        assert_eq!(csv, format!("csv:{}#label", base.join("t.csv").display()));
+        let canonical = std::fs::canonicalize(base.join("t.csv")).unwrap();
+        assert_eq!(csv, format!("csv:{}#label", canonical.display()));
+        // However the path is spelled, the same file resolves to the same spec.
+        assert_eq!(resolve_spec("csv:./t.csv#label", base).unwrap(), csv);
+        std::fs::create_dir(base.join("sub")).unwrap();
+        assert_eq!(
+            resolve_spec("csv:../t.csv#label", &base.join("sub")).unwrap(),
+            csv
+        );
         assert!(resolve_spec("parquet:t.csv", base)
             .unwrap()
             .starts_with("parquet:/"));

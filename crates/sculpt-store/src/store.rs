@@ -23,6 +23,8 @@ pub struct Store {
     dir: PathBuf,
     meta: CampaignMeta,
     trials: Vec<TrialRecord>,
+    /// What reading the journal found and set aside (duplicated trial lines).
+    warnings: Vec<String>,
     journal: File,
     // Held for its lock; released when the store is dropped.
     _lock: File,
@@ -62,7 +64,7 @@ impl Store {
             write_json(&campaign_path, &meta)?;
         }
         let journal_path = dir.join(JOURNAL_FILE);
-        let trials = read_journal(&journal_path, true)?;
+        let (trials, warnings) = read_journal(&journal_path, true)?;
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
@@ -72,6 +74,7 @@ impl Store {
             dir: dir.to_path_buf(),
             meta,
             trials,
+            warnings,
             journal,
             _lock: lock,
         };
@@ -84,8 +87,14 @@ impl Store {
     /// Reads a campaign directory without opening it for writing (for reports).
     pub fn read(dir: &Path) -> Result<(CampaignMeta, Vec<TrialRecord>)> {
         let meta: CampaignMeta = read_json(&dir.join(CAMPAIGN_FILE))?;
-        let trials = read_journal(&dir.join(JOURNAL_FILE), false)?;
+        let (trials, _) = read_journal(&dir.join(JOURNAL_FILE), false)?;
         Ok((meta, trials))
+    }
+
+    /// What opening the journal set aside, one message each: a trial id stored on more
+    /// than one line keeps its first line, and each later one is reported here.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn dir(&self) -> &Path {
@@ -142,11 +151,15 @@ impl Store {
 
 /// Reads the journal. A last line without its newline is a write that was never
 /// acknowledged (the process died mid-append); with `repair` it is cut off, otherwise it is
-/// skipped. Any other unreadable line is corruption and is reported by line number.
-fn read_journal(path: &Path, repair: bool) -> Result<Vec<TrialRecord>> {
+/// skipped. Any other unreadable line is corruption and is reported by line number. A trial
+/// id on a second line (a copied or replayed line) is dropped, keeping the first, and
+/// reported among the warnings.
+fn read_journal(path: &Path, repair: bool) -> Result<(Vec<TrialRecord>, Vec<String>)> {
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
+    let mut first_line: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut warnings = Vec::new();
     let file = File::open(path).map_err(|e| io(path, e))?;
     let mut reader = BufReader::new(file);
     let mut trials = Vec::new();
@@ -184,10 +197,19 @@ fn read_journal(path: &Path, repair: bool) -> Result<Vec<TrialRecord>> {
                 line: number,
                 message: e.to_string(),
             })?;
-        trials.push(trial);
         good_bytes += read as u64;
+        if let Some(first) = first_line.get(&trial.trial_id) {
+            warnings.push(format!(
+                "{}: line {number} repeats trial {} of line {first}; the first is kept",
+                path.display(),
+                trial.trial_id
+            ));
+            continue;
+        }
+        first_line.insert(trial.trial_id, number);
+        trials.push(trial);
     }
-    Ok(trials)
+    Ok((trials, warnings))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
@@ -263,6 +285,38 @@ mod tests {
             duration_s: 1.5,
             error: (state == TrialState::Failed).then(|| "loss became NaN".to_string()),
         }
+    }
+
+    #[test]
+    fn a_duplicated_journal_line_keeps_the_first_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path(), meta()).unwrap();
+            store.append(trial(0, TrialState::Complete)).unwrap();
+            store.append(trial(1, TrialState::Complete)).unwrap();
+            assert!(store.warnings().is_empty());
+        }
+        // A copied line, as an editor or a replayed write would leave it, with a change.
+        let path = dir.path().join(JOURNAL_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text
+            .lines()
+            .next()
+            .unwrap()
+            .replace("\"complete\"", "\"failed\"");
+        std::fs::write(&path, format!("{text}{first}\n")).unwrap();
+        let store = Store::open(dir.path(), meta()).unwrap();
+        assert_eq!(store.trials().len(), 2);
+        assert_eq!(store.trials()[0].state, TrialState::Complete);
+        assert_eq!(store.warnings().len(), 1);
+        assert!(
+            store.warnings()[0].contains("line 3 repeats trial 0 of line 1"),
+            "{:?}",
+            store.warnings()
+        );
+        drop(store);
+        let (_, trials) = Store::read(dir.path()).unwrap();
+        assert_eq!(trials.len(), 2);
     }
 
     #[test]
