@@ -350,6 +350,50 @@ struct Source<'a> {
     text: &'a str,
 }
 
+/// The candidate closest to `word` by edit distance, when it is close enough to be a typo
+/// (at most a third of the word's length, and at least 1).
+fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let distance = |a: &str, b: &str| -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut previous = row[0];
+            row[0] = i;
+            for j in 1..=b.len() {
+                let current = row[j];
+                row[j] = (row[j] + 1)
+                    .min(row[j - 1] + 1)
+                    .min(previous + usize::from(a[i - 1] != b[j - 1]));
+                previous = current;
+            }
+        }
+        row[b.len()]
+    };
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Appends a "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" (or
+/// "expected `a` or `b`").
+fn with_suggestion(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message;
+    };
+    let Some((word, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match did_you_mean(word, candidates) {
+        Some(c) => format!("{message}; did you mean `{c}`?"),
+        None => message,
+    }
+}
+
 impl Source<'_> {
     fn error(
         &self,
@@ -368,7 +412,7 @@ impl Source<'_> {
             line,
             column,
             field,
-            message: message.into(),
+            message: with_suggestion(message.into()),
         }
     }
 
@@ -450,9 +494,18 @@ impl Source<'_> {
                     key.span(),
                     Some(&field),
                     format!(
-                        "unknown field or knob `{name}` (fields: {}; knobs: {})",
+                        "unknown field or knob `{name}` (fields: {}; knobs: {}){}",
                         SEARCH_FIELDS.join(", "),
-                        sculpt_compress::knobs::knob_names().join(", ")
+                        sculpt_compress::knobs::knob_names().join(", "),
+                        did_you_mean(
+                            name,
+                            SEARCH_FIELDS
+                                .iter()
+                                .copied()
+                                .chain(KNOBS.iter().map(|k| k.name))
+                        )
+                        .map(|c| format!("; did you mean `{c}`?"))
+                        .unwrap_or_default()
                     ),
                 ));
             };
@@ -1080,6 +1133,12 @@ mod tests {
         let bad = QUICKSTART.replace("[search.bits]", "[search.bitz]");
         let err = parse(&bad).unwrap_err().to_string();
         assert!(err.contains("unknown field or knob `bitz`"), "{err}");
+        assert!(err.contains("did you mean `bits`?"), "{err}");
+        // serde's own unknown-field errors get a suggestion too.
+        let typo = QUICKSTART.replace("trials = 80", "trails = 80");
+        let typo_err = parse(&typo).unwrap_err().to_string();
+        assert!(typo_err.contains("did you mean `trials`?"), "{typo_err}");
+        assert_eq!(did_you_mean("xyzzy", ["trials", "seed"]), None);
         assert!(
             err.contains(&format!(":{}:", line_of(&bad, "[search.bitz]"))),
             "{err}"

@@ -49,7 +49,13 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
         }
         let campaign_path = dir.join(CAMPAIGN_FILE);
-        if campaign_path.exists() {
+        let journal_path = dir.join(JOURNAL_FILE);
+        // A folder that holds no trial and no cached teacher has nothing to protect:
+        // another campaign (or the same one, corrected) may take it over. A cached teacher
+        // belongs to the campaign that trained it, so it keeps the folder locked.
+        let holds_work =
+            journal_path.metadata().is_ok_and(|m| m.len() > 0) || dir.join("teacher").exists();
+        if campaign_path.exists() && holds_work {
             let stored: CampaignMeta = read_json(&campaign_path)?;
             if stored.fingerprint != meta.fingerprint || stored.name != meta.name {
                 return Err(StoreError::OtherCampaign {
@@ -63,7 +69,6 @@ impl Store {
         } else {
             write_json(&campaign_path, &meta)?;
         }
-        let journal_path = dir.join(JOURNAL_FILE);
         let (trials, warnings) = read_journal(&journal_path, true)?;
         let journal = OpenOptions::new()
             .create(true)
@@ -360,7 +365,17 @@ mod tests {
     #[test]
     fn other_campaign_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        // A folder with no trial yet is not locked to its first campaign.
         drop(Store::open(dir.path(), meta()).unwrap());
+        let mut corrected = meta();
+        corrected.fingerprint = "abd".into();
+        drop(Store::open(dir.path(), corrected).unwrap());
+        drop(Store::open(dir.path(), meta()).unwrap());
+        // Once it holds a trial, it is.
+        Store::open(dir.path(), meta())
+            .unwrap()
+            .append(trial(0, TrialState::Complete))
+            .unwrap();
         let mut other = meta();
         other.fingerprint = "def".into();
         let err = Store::open(dir.path(), other).err().unwrap().to_string();
