@@ -1202,13 +1202,19 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         outcome.trials.iter().filter(|t| t.state == state).count()
     };
     let screened = count(sculpt_store::TrialState::Infeasible);
+    let diverged = count(sculpt_store::TrialState::Diverged);
     println!(
-        "{} trials ({} new, {} failed){}",
+        "{} trials ({} new, {} failed){}{}",
         outcome.trials.len(),
         outcome.new_trials,
         count(sculpt_store::TrialState::Failed),
         if screened > 0 {
             format!("; {screened} screened out before fine-tuning as over the latency budget")
+        } else {
+            String::new()
+        },
+        if diverged > 0 {
+            format!("; {diverged} diverged in fine-tuning")
         } else {
             String::new()
         }

@@ -296,6 +296,42 @@ fn campaign_runs_resumes_and_reproduces() {
     );
 }
 
+/// A fine-tuning rate of 1e6 wrecks every student without a NaN: the trials are stored as
+/// diverged, with the reason, never as complete, and the campaign goes on.
+#[test]
+fn diverged_trials_are_recorded_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = SMALL
+        .replace(
+            "[finetune]\nepochs = 2",
+            "[finetune]\nepochs = 2\nlearning_rate = 1e6",
+        )
+        .replace("trials = 6", "trials = 3")
+        .replace("strategy = \"nsga2\"", "strategy = \"random\"");
+    assert!(text.contains("learning_rate = 1e6"));
+    let campaign = write(tmp.path(), "wild.toml", &text);
+    let out = tmp.path().join("out");
+    let output = run(&campaign, &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trials = trials_without_time(&out);
+    assert_eq!(trials.len(), 3);
+    assert!(
+        trials.iter().all(|t| t["state"] != "complete"),
+        "{trials:?}"
+    );
+    let diverged: Vec<_> = trials.iter().filter(|t| t["state"] == "diverged").collect();
+    assert!(!diverged.is_empty(), "{trials:?}");
+    for t in diverged {
+        assert!(t["error"].as_str().unwrap().starts_with("diverged:"), "{t}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("diverged in fine-tuning"), "{summary}");
+}
+
 #[test]
 fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     let tmp = tempfile::tempdir().unwrap();

@@ -252,6 +252,8 @@ struct Evaluator<'a> {
 struct Scores {
     /// None when the candidate was screened out before fine-tuning.
     accuracy: Option<f64>,
+    /// Why fine-tuning is judged to have diverged, if it did.
+    diverged: Option<String>,
     latency_ms: f64,
     accounting: sculpt_compress::Accounting,
 }
@@ -308,11 +310,13 @@ impl Evaluator<'_> {
             if latency_ms > budget * (1.0 + self.screen_margin()) {
                 return Ok(Scores {
                     accuracy: None,
+                    diverged: None,
                     latency_ms,
                     accounting: sculpt_compress::account(&compressed)?,
                 });
             }
         }
+        let mut losses = Vec::new();
         let (student, _) = sculpt_compress::finetune_plan(
             self.teacher,
             &compressed,
@@ -320,7 +324,7 @@ impl Evaluator<'_> {
             &self.splits.train,
             self.teacher_logits,
             &finetune,
-            &mut |_| {},
+            &mut |e| losses.push(e.loss),
         )?;
         // Size and nonzeros of what fine-tuning produced (quantization can add zeros).
         let accounting = sculpt_compress::account(&student)?;
@@ -331,8 +335,10 @@ impl Evaluator<'_> {
         } else {
             latency_ms
         };
+        let accuracy = runtime_accuracy(&student, &self.splits.val)?;
         Ok(Scores {
-            accuracy: Some(runtime_accuracy(&student, &self.splits.val)?),
+            accuracy: Some(accuracy),
+            diverged: divergence(&losses, accuracy, self.teacher.spec.num_classes),
             latency_ms,
             accounting,
         })
@@ -398,6 +404,10 @@ impl Evaluator<'_> {
                         self.screen_margin() * 100.0
                     ));
                 }
+                if let Some(why) = &s.diverged {
+                    record.state = TrialState::Diverged;
+                    record.error = Some(why.clone());
+                }
                 record.accuracy = s.accuracy;
                 record.latency_ms = Some(s.latency_ms);
                 record.size_bytes = Some(s.accounting.size_bytes);
@@ -414,6 +424,29 @@ impl Evaluator<'_> {
         record.duration_s = started.elapsed().as_secs_f64();
         record
     }
+}
+
+/// Whether fine-tuning diverged without a NaN: the last epoch's loss more than ten times
+/// the first's, or a validation accuracy within 1.5× chance (1 / classes) for a task with
+/// at least 3 classes.
+fn divergence(losses: &[f64], accuracy: f64, classes: usize) -> Option<String> {
+    if let (Some(first), Some(last)) = (losses.first(), losses.last()) {
+        if losses.len() > 1 && *last > 10.0 * first.max(1e-6) {
+            return Some(format!(
+                "diverged: the fine-tuning loss rose from {first:.4} (epoch 1) to {last:.4} (epoch {})",
+                losses.len()
+            ));
+        }
+    }
+    let chance = 1.0 / classes.max(1) as f64;
+    if classes >= 3 && accuracy <= 1.5 * chance {
+        return Some(format!(
+            "diverged: validation accuracy {:.2}% is at chance ({:.2}% for {classes} classes)",
+            accuracy * 100.0,
+            chance * 100.0
+        ));
+    }
+    None
 }
 
 fn progress(campaign: &Campaign, trials: &[TrialRecord], teacher: &TeacherRecord) -> Progress {

@@ -13,6 +13,10 @@ pub enum TrialState {
     /// Screened out before fine-tuning: its predicted latency was over the budget by more
     /// than the latency model's error. It has a latency and a size but no accuracy.
     Infeasible,
+    /// Fine-tuning ran without a NaN but diverged: the loss rose far above where it
+    /// started, or the student ended at chance accuracy. Its accuracy is kept, but it is
+    /// never on a front.
+    Diverged,
 }
 
 impl TrialState {
@@ -21,6 +25,7 @@ impl TrialState {
             TrialState::Complete => "complete",
             TrialState::Failed => "failed",
             TrialState::Infeasible => "infeasible",
+            TrialState::Diverged => "diverged",
         }
     }
 }
