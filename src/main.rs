@@ -1180,7 +1180,7 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::process::exit(130);
+            std::process::exit(INTERRUPTED);
         }
         eprintln!("\ninterrupted: finishing the current trial (Ctrl-C again to stop now)");
     })
@@ -1229,8 +1229,16 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         outcome.figure.display()
     );
     println!("trials: {}", out.join("trials.parquet").display());
+    // Interrupted (Ctrl-C or SIGTERM): the stored trials and the report are whole, but the
+    // campaign is not finished; scripts can tell by the status.
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::process::exit(INTERRUPTED);
+    }
     Ok(())
 }
+
+/// The exit status of a campaign stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells do).
+const INTERRUPTED: i32 = 130;
 
 fn describe(t: &TrialRecord, columns: &[String]) -> String {
     sculpt_report::configuration(columns, t)

@@ -332,6 +332,47 @@ fn diverged_trials_are_recorded_as_such() {
     assert!(summary.contains("diverged in fine-tuning"), "{summary}");
 }
 
+/// Ctrl-C (SIGINT) after the first trial: the trial in flight is finished and stored, the
+/// report is written, and the status says the campaign was interrupted (130), not finished.
+#[test]
+fn an_interrupted_campaign_keeps_its_trials_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = SMALL.replace("trials = 6", "trials = 400");
+    let campaign = write(tmp.path(), "long.toml", &text);
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sculpt"))
+        .args([
+            "run",
+            campaign.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = out.join("trials.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no trial after two minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let trials = trials_without_time(&out);
+    assert!(!trials.is_empty() && trials.len() < 400, "{}", trials.len());
+    assert!(out.join("summary.md").is_file());
+}
+
 #[test]
 fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
