@@ -332,11 +332,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            let is_config = error.chain().any(|e| {
-                e.downcast_ref::<CampaignError>()
-                    .is_some_and(CampaignError::is_config)
-            });
-            ExitCode::from(if is_config { 2 } else { 1 })
+            let is = |f: fn(&CampaignError) -> bool| {
+                error
+                    .chain()
+                    .any(|e| e.downcast_ref::<CampaignError>().is_some_and(f))
+            };
+            if is(CampaignError::is_interrupted) {
+                return ExitCode::from(INTERRUPTED as u8);
+            }
+            ExitCode::from(if is(CampaignError::is_config) { 2 } else { 1 })
         }
     }
 }
@@ -732,7 +736,7 @@ fn train(
     }
     let bar = indicatif_bar(config.epochs);
     let (_, metrics) =
-        sculpt_campaign::train_model(model, &splits, &config, out, resume, &mut |s| {
+        sculpt_campaign::train_model(model, &splits, &config, out, resume, None, &mut |s| {
             bar.set_position(s.epoch as u64);
             bar.set_message(format!(
                 "loss {:.4}, train accuracy {:.2}%, {:.0} samples/s",
@@ -1182,7 +1186,9 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(INTERRUPTED);
         }
-        eprintln!("\ninterrupted: finishing the current trial (Ctrl-C again to stop now)");
+        eprintln!(
+            "\ninterrupted: finishing the current trial, or the teacher's current epoch (Ctrl-C again to stop now)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
     let outcome = sculpt_campaign::run(&campaign, &out, &mut [&mut progress], &stop)

@@ -41,6 +41,15 @@ pub enum CampaignError {
 }
 
 impl CampaignError {
+    /// True when the campaign stopped because it was asked to (Ctrl-C during the
+    /// teacher's training); the CLI exits with the interrupted status.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            CampaignError::Nn(sculpt_nn::NnError::Interrupted { .. })
+        )
+    }
+
     /// True for mistakes in the user's input files (the CLI exits with status 2).
     pub fn is_config(&self) -> bool {
         matches!(

@@ -138,6 +138,7 @@ fn load_teacher(
     splits: &Splits,
     out: &Path,
     observers: &mut [&mut dyn Observer],
+    stop: &AtomicBool,
 ) -> Result<(String, Graph)> {
     Ok(match &campaign.teacher {
         TeacherSource::Weights(dir) => {
@@ -185,8 +186,15 @@ fn load_teacher(
                         dir.display()
                     ));
                 }
-                let (graph, metrics) =
-                    crate::teacher::train_model(model, splits, train, &dir, true, &mut |_| {})?;
+                let (graph, metrics) = crate::teacher::train_model(
+                    model,
+                    splits,
+                    train,
+                    &dir,
+                    true,
+                    Some(stop),
+                    &mut |_| {},
+                )?;
                 for o in observers.iter_mut() {
                     o.on_phase(&format!(
                         "teacher trained: test accuracy {:.2}%, {:.0} samples/s",
@@ -505,7 +513,7 @@ pub fn run(
             o.on_phase(&format!("warning: {warning}"));
         }
     }
-    let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers)?;
+    let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers, stop)?;
     let space = search_space(campaign, &teacher)?;
     if let Some(limit) = &campaign.sensitivity {
         for o in observers.iter_mut() {

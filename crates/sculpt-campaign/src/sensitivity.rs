@@ -248,7 +248,8 @@ mod tests {
             seed: 42,
             ..sculpt_nn::TrainConfig::default()
         };
-        crate::teacher::train_model("mlp", &splits, &config, dir, false, &mut |_| {}).unwrap();
+        crate::teacher::train_model("mlp", &splits, &config, dir, false, None, &mut |_| {})
+            .unwrap();
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn train_model(
     config: &TrainConfig,
     out: &Path,
     resume: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
     on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
 ) -> Result<(Graph, TrainMetrics)> {
     // A path to a model spec (TOML) trains a custom architecture; anything else names a
@@ -76,7 +77,11 @@ pub fn train_model(
         &sculpt_nn::train::cross_entropy,
         &|_, w| Ok(w.clone()),
         on_epoch,
-        Some(&sculpt_nn::train::Checkpointing { dir: out, resume }),
+        Some(&sculpt_nn::train::Checkpointing {
+            dir: out,
+            resume,
+            stop,
+        }),
     )?;
     let metrics = TrainMetrics {
         model: model.to_string(),

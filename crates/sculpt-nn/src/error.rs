@@ -32,6 +32,9 @@ pub enum NnError {
     Graph(String),
     #[error("invalid training setting: {0}")]
     Config(String),
+    /// Training was asked to stop; the checkpoint of the last finished epoch is kept.
+    #[error("interrupted after epoch {epoch} of {epochs}; the checkpoint is kept, and running again resumes from it")]
+    Interrupted { epoch: usize, epochs: usize },
     #[error("loss became {value} at epoch {epoch}, step {step}: training diverged (lower the learning rate)")]
     NonFiniteLoss {
         epoch: usize,

@@ -265,6 +265,9 @@ impl Optimizer {
 pub struct Checkpointing<'a> {
     pub dir: &'a Path,
     pub resume: bool,
+    /// Raised (by a Ctrl-C handler) to stop at the end of the current epoch, once its
+    /// checkpoint is written: training then fails with [`NnError::Interrupted`].
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -487,6 +490,14 @@ pub fn train(
             train_accuracy: correct as f64 / seen as f64,
             samples_per_second: seen as f64 / epoch_seconds,
         });
+        if let Some(stop) = checkpoint.and_then(|c| c.stop) {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) && epoch + 1 < config.epochs {
+                return Err(NnError::Interrupted {
+                    epoch: epoch + 1,
+                    epochs: config.epochs,
+                });
+            }
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     for (name, var) in &optimizer.vars {
@@ -588,7 +599,11 @@ mod tests {
                 &cross_entropy,
                 &|_, w| Ok(w.clone()),
                 &mut on_epoch,
-                Some(&Checkpointing { dir, resume }),
+                Some(&Checkpointing {
+                    dir,
+                    resume,
+                    stop: None,
+                }),
             )
         }));
         if stop_after.is_none() {
@@ -602,6 +617,51 @@ mod tests {
             .values()
             .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
             .collect()
+    }
+
+    /// A raised stop flag ends training at the end of the epoch, with its checkpoint
+    /// written, and a rerun resumes from it to the same weights as a straight run.
+    #[test]
+    fn a_stop_request_ends_training_after_the_epoch_and_keeps_the_checkpoint() {
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 64,
+            learning_rate: 0.01,
+            ..TrainConfig::default()
+        };
+        let straight = tempfile::tempdir().unwrap();
+        let whole = digits_run(&config, straight.path(), false, None);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::zoo::mlp_spec("small", &[64], &[32], 10);
+        let mut graph = crate::zoo::init(spec, 5).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(true);
+        let err = train(
+            &mut graph,
+            &digits(),
+            &config,
+            &cross_entropy,
+            &|_, w| Ok(w.clone()),
+            &mut |_| {},
+            Some(&Checkpointing {
+                dir: dir.path(),
+                resume: false,
+                stop: Some(&stop),
+            }),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NnError::Interrupted {
+                    epoch: 1,
+                    epochs: 3
+                }
+            ),
+            "{err}"
+        );
+        assert!(dir.path().join(CHECKPOINT_FILE).is_file());
+        let resumed = digits_run(&config, dir.path(), true, None);
+        assert_eq!(weights(&resumed), weights(&whole));
     }
 
     #[test]
@@ -643,6 +703,7 @@ mod tests {
                 Some(&Checkpointing {
                     dir: killed.path(),
                     resume: true,
+                    stop: None,
                 }),
             )
             .unwrap_err()
