@@ -145,6 +145,7 @@ fn main() {
     let mut store = sculpt_store::Store::open(
         &dir,
         sculpt_store::CampaignMeta {
+            identity: None,
             name: "bench".into(),
             fingerprint: "0".into(),
             layers: vec!["fc1".into(), "fc2".into(), "fc3".into()],

@@ -196,6 +196,10 @@ enum Command {
         /// Output directory [default: reports/<campaign name>].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Continue in a directory whose trials belong to a changed campaign: the old
+        /// trials are kept and the new ones added (the refusal says what changed).
+        #[arg(long)]
+        force: bool,
     },
     /// Rewrite summary.md and pareto.svg of a campaign directory from its stored trials.
     Report {
@@ -531,7 +535,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             dir,
             out,
         } => plan(&campaign, trial, dir, out),
-        Command::Run { campaign, out } => run(&campaign, out),
+        Command::Run {
+            campaign,
+            out,
+            force,
+        } => run(&campaign, out, force),
         Command::Report { dir, budget_ms } => report(&dir, budget_ms),
         Command::Select {
             dir,
@@ -1174,7 +1182,7 @@ fn indicatif_bar(epochs: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(path: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
     let campaign = Campaign::load(path)?;
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
     let mut progress = ProgressBar::new();
@@ -1191,7 +1199,7 @@ fn run(path: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         );
     })
     .context("installing the Ctrl-C handler")?;
-    let outcome = sculpt_campaign::run(&campaign, &out, &mut [&mut progress], &stop)
+    let outcome = sculpt_campaign::run_with(&campaign, &out, &mut [&mut progress], &stop, force)
         .map_err(|e| in_context(e, || format!("campaign {}", path.display())))?;
     if let Some(reason) = &outcome.stopped_early {
         println!("stopped early: {reason}");

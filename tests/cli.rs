@@ -190,7 +190,14 @@ fn campaign_runs_resumes_and_reproduces() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds trials of campaign"));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("holds trials of campaign"), "{message}");
+    // The refusal says what changed, and how to go on anyway.
+    assert!(
+        message.contains("what changed: ") && message.contains(", seed,"),
+        "{message}"
+    );
+    assert!(message.contains("--force"), "{message}");
     assert_eq!(
         std::fs::read_to_string(out.join("trials.jsonl")).unwrap(),
         after

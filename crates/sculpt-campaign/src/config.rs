@@ -1031,12 +1031,22 @@ impl Campaign {
     /// A digest of everything that changes what a stored trial means. The trial count and
     /// the time limit are left out, so a finished campaign can be extended.
     pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(&self.identity_campaign()).unwrap_or_default();
+        format!("{:016x}", digest(text.as_bytes()))
+    }
+
+    /// What the fingerprint digests, as JSON: stored with the campaign so that a refusal
+    /// can say which settings changed.
+    pub fn identity(&self) -> serde_json::Value {
+        serde_json::to_value(self.identity_campaign()).unwrap_or_default()
+    }
+
+    fn identity_campaign(&self) -> Campaign {
         let mut identity = self.clone();
         identity.trials = 0;
         identity.max_minutes = None;
         identity.path = PathBuf::new();
-        let text = serde_json::to_string(&identity).unwrap_or_default();
-        format!("{:016x}", digest(text.as_bytes()))
+        identity
     }
 }
 

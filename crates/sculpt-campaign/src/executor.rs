@@ -490,6 +490,18 @@ pub fn run(
     observers: &mut [&mut dyn Observer],
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
+    run_with(campaign, out, observers, stop, false)
+}
+
+/// [`run`]; with `force`, an output directory that holds another campaign's trials is
+/// taken over (its trials kept, the new ones added), as `sculpt run --force` asks.
+pub fn run_with(
+    campaign: &Campaign,
+    out: &Path,
+    observers: &mut [&mut dyn Observer],
+    stop: &AtomicBool,
+    force: bool,
+) -> Result<RunOutcome> {
     let started = Instant::now();
     let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
     // Lock the directory and check that it belongs to this campaign before any training.
@@ -499,14 +511,16 @@ pub fn run(
     // written, so a pattern that matches nothing fails at once.
     let skeleton = sculpt_nn::zoo::init(spec, 0)?;
     let columns = search_space(campaign, &skeleton)?.columns();
-    let mut store = Store::open(
+    let mut store = Store::open_with(
         out,
         CampaignMeta {
+            identity: Some(campaign.identity()),
             name: campaign.name.clone(),
             fingerprint: fingerprint(campaign)?,
             layers: layers.clone(),
             columns: columns.clone(),
         },
+        force,
     )?;
     for warning in store.warnings() {
         for o in observers.iter_mut() {

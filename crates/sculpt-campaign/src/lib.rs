@@ -18,7 +18,7 @@ pub use config::{
     Campaign, KnobDomain, KnobSearch, LatencyChoice, Objective, StrategyKind, TeacherSource,
 };
 pub use error::{CampaignError, Result};
-pub use executor::{evaluate_teacher, latency_model, run, runtime_accuracy, RunOutcome};
+pub use executor::{evaluate_teacher, latency_model, run, run_with, runtime_accuracy, RunOutcome};
 pub use observe::{Observer, Progress, ProgressBar};
 pub use space::{search_space, trial_view, CampaignSpace, Coordinate};
 pub use standalone::{

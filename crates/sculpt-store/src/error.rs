@@ -22,14 +22,8 @@ pub enum StoreError {
     Table { path: PathBuf, message: String },
     #[error("{dir} is in use by another sculpt process (lock {lock})")]
     Locked { dir: PathBuf, lock: PathBuf },
-    #[error("{dir} holds trials of campaign `{found}` ({found_fingerprint}), not of `{expected}` ({expected_fingerprint}); choose another --out or remove that directory")]
-    OtherCampaign {
-        dir: PathBuf,
-        expected: String,
-        expected_fingerprint: String,
-        found: String,
-        found_fingerprint: String,
-    },
+    #[error("{}", .0)]
+    OtherCampaign(Box<OtherCampaign>),
     #[error("trial {0} is already stored; finished trials are immutable")]
     DuplicateTrial(u64),
     #[error("polars: {0}")]
@@ -42,5 +36,38 @@ pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> StoreError 
     StoreError::Io {
         path: path.into(),
         cause,
+    }
+}
+
+/// A directory that holds another campaign's trials.
+#[derive(Debug)]
+pub struct OtherCampaign {
+    pub dir: PathBuf,
+    pub expected: String,
+    pub expected_fingerprint: String,
+    pub found: String,
+    pub found_fingerprint: String,
+    /// The settings that differ, when both campaigns recorded them.
+    pub changed: Vec<String>,
+}
+
+impl std::fmt::Display for OtherCampaign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} holds trials of campaign `{}` ({}), not of `{}` ({})",
+            self.dir.display(),
+            self.found,
+            self.found_fingerprint,
+            self.expected,
+            self.expected_fingerprint
+        )?;
+        if !self.changed.is_empty() {
+            write!(f, "; what changed: {}", self.changed.join(", "))?;
+        }
+        write!(
+            f,
+            "; choose another --out, remove that directory, or pass --force to add the new trials to the old ones"
+        )
     }
 }

@@ -102,4 +102,54 @@ pub struct CampaignMeta {
     pub layers: Vec<String>,
     /// The parameter columns of the trials, in frame order.
     pub columns: Vec<String>,
+    /// Everything the fingerprint digests, as JSON, so that a refusal can say what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<serde_json::Value>,
+}
+
+/// The settings that differ between two campaign identities, as dotted paths
+/// (`finetune.epochs`, `knobs`), at most two levels deep.
+pub fn identity_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    let mut changes = Vec::new();
+    if let (Value::Object(a), Value::Object(b)) = (old, new) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            match (a.get(k), b.get(k)) {
+                (Some(Value::Object(x)), Some(Value::Object(y))) if x != y => {
+                    let mut inner: Vec<&String> = x.keys().chain(y.keys()).collect();
+                    inner.sort();
+                    inner.dedup();
+                    for i in inner {
+                        if x.get(i) != y.get(i) {
+                            changes.push(format!("{k}.{i}"));
+                        }
+                    }
+                }
+                (x, y) if x != y => changes.push(k.clone()),
+                _ => {}
+            }
+        }
+    } else if old != new {
+        changes.push("(everything)".into());
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_changes_name_the_settings_that_differ() {
+        let old = serde_json::json!({"seed": 7, "finetune": {"epochs": 2, "batch_size": 64}, "knobs": [1]});
+        let new = serde_json::json!({"seed": 7, "finetune": {"epochs": 3, "batch_size": 64}, "knobs": [2], "min_accuracy": 0.9});
+        assert_eq!(
+            identity_changes(&old, &new),
+            ["finetune.epochs", "knobs", "min_accuracy"]
+        );
+        assert!(identity_changes(&old, &old).is_empty());
+    }
 }

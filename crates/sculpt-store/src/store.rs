@@ -35,6 +35,12 @@ impl Store {
     /// previous run stored. Fails if another process holds the directory or if it belongs
     /// to a different campaign.
     pub fn open(dir: &Path, meta: CampaignMeta) -> Result<Store> {
+        Store::open_with(dir, meta, false)
+    }
+
+    /// [`Store::open`]; with `force`, a directory of another campaign is taken over (its
+    /// metadata replaced, its trials kept), as `sculpt run --force` asks.
+    pub fn open_with(dir: &Path, meta: CampaignMeta, force: bool) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
@@ -58,13 +64,24 @@ impl Store {
         if campaign_path.exists() && holds_work {
             let stored: CampaignMeta = read_json(&campaign_path)?;
             if stored.fingerprint != meta.fingerprint || stored.name != meta.name {
-                return Err(StoreError::OtherCampaign {
-                    dir: dir.to_path_buf(),
-                    expected: meta.name,
-                    expected_fingerprint: meta.fingerprint,
-                    found: stored.name,
-                    found_fingerprint: stored.fingerprint,
-                });
+                if force {
+                    write_json(&campaign_path, &meta)?;
+                } else {
+                    let changed = match (&stored.identity, &meta.identity) {
+                        (Some(old), Some(new)) => crate::record::identity_changes(old, new),
+                        _ => Vec::new(),
+                    };
+                    return Err(StoreError::OtherCampaign(Box::new(
+                        crate::error::OtherCampaign {
+                            dir: dir.to_path_buf(),
+                            expected: meta.name,
+                            expected_fingerprint: meta.fingerprint,
+                            found: stored.name,
+                            found_fingerprint: stored.fingerprint,
+                            changed,
+                        },
+                    )));
+                }
             }
         } else {
             write_json(&campaign_path, &meta)?;
@@ -247,6 +264,7 @@ mod tests {
 
     fn meta() -> CampaignMeta {
         CampaignMeta {
+            identity: None,
             name: "t".into(),
             fingerprint: "abc".into(),
             layers: vec!["fc1".into(), "fc2".into()],
