@@ -106,9 +106,28 @@ fn campaign_runs_resumes_and_reproduces() {
         "summary.md",
         "teacher.json",
         "teacher/model.safetensors",
+        "runs.jsonl",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
+    // The run is recorded: what ran, from which build, where and when.
+    let runs = std::fs::read_to_string(out.join("runs.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(runs.lines().next().unwrap()).unwrap();
+    for key in [
+        "campaign",
+        "fingerprint",
+        "sculpt_version",
+        "git_commit",
+        "host",
+        "seed",
+        "started",
+        "ended",
+    ] {
+        assert!(!record[key].is_null(), "{key} missing: {record}");
+    }
+    assert_eq!(record["seed"], 7);
+    assert_eq!(record["trials_after"], 6);
+    assert!(record["ended"].as_f64().unwrap() >= record["started"].as_f64().unwrap());
 
     // The frame on disk has the documented columns and one row per trial.
     let file = std::fs::File::open(out.join("trials.parquet")).unwrap();

@@ -21,6 +21,47 @@ use crate::error::{CampaignError, Result};
 use crate::observe::{Observer, Progress};
 use crate::space::{search_space, trial_view, CampaignSpace};
 
+/// One run of a campaign, as `runs.jsonl` records it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct RunRecord {
+    campaign: String,
+    fingerprint: String,
+    sculpt_version: &'static str,
+    /// The commit sculpt was built from (`unknown` outside a git checkout).
+    git_commit: &'static str,
+    /// The host name and its CPU.
+    host: String,
+    seed: u64,
+    /// Unix seconds.
+    started: f64,
+    ended: f64,
+    trials_before: usize,
+    trials_after: usize,
+    stopped_early: Option<String>,
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.into());
+    format!("{name} ({cpu})")
+}
+
 /// What a finished (or stopped) run leaves behind.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -503,6 +544,7 @@ pub fn run_with(
     force: bool,
 ) -> Result<RunOutcome> {
     let started = Instant::now();
+    let started_at = unix_seconds();
     let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
     // Lock the directory and check that it belongs to this campaign before any training.
     let spec = teacher_spec(campaign, &splits)?;
@@ -620,6 +662,19 @@ pub fn run_with(
             budget_ms: campaign.budget_ms,
         },
     )?;
+    store.append_run(&RunRecord {
+        campaign: campaign.name.clone(),
+        fingerprint: store.meta().fingerprint.clone(),
+        sculpt_version: env!("CARGO_PKG_VERSION"),
+        git_commit: env!("SCULPT_GIT_COMMIT"),
+        host: host(),
+        seed: campaign.seed,
+        started: started_at,
+        ended: unix_seconds(),
+        trials_before: done_before,
+        trials_after: store.trials().len(),
+        stopped_early: stopped_early.clone(),
+    })?;
     Ok(RunOutcome {
         out_dir: out.to_path_buf(),
         layers,

@@ -16,6 +16,8 @@ pub const JOURNAL_FILE: &str = "trials.jsonl";
 pub const PARQUET_FILE: &str = "trials.parquet";
 pub const CAMPAIGN_FILE: &str = "campaign.json";
 pub const TEACHER_FILE: &str = "teacher.json";
+/// One line per run of the campaign in the directory: who ran what, where and when.
+pub const RUNS_FILE: &str = "runs.jsonl";
 const LOCK_FILE: &str = ".lock";
 
 /// An open campaign directory, held by one writer.
@@ -130,6 +132,24 @@ impl Store {
     /// Every stored trial, in the order they were appended.
     pub fn trials(&self) -> &[TrialRecord] {
         &self.trials
+    }
+
+    /// Appends one run's record (any serialisable value) to `runs.jsonl`, synced.
+    pub fn append_run<T: Serialize>(&self, run: &T) -> Result<()> {
+        let path = self.dir.join(RUNS_FILE);
+        let mut line = serde_json::to_string(run).map_err(|e| StoreError::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        line.push('\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| io(&path, e))
     }
 
     /// Appends a finished trial durably, then refreshes `trials.parquet`.
