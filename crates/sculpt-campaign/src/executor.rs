@@ -569,6 +569,7 @@ pub fn run_with(
             o.on_phase(&format!("warning: {warning}"));
         }
     }
+    let mut warned = store.warnings().len();
     let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers, stop)?;
     let space = search_space(campaign, &teacher)?;
     if let Some(limit) = &campaign.sensitivity {
@@ -637,6 +638,12 @@ pub fn run_with(
             proposal.generation,
         );
         store.append(record.clone())?;
+        for warning in &store.warnings()[warned..] {
+            for o in observers.iter_mut() {
+                o.on_phase(&format!("warning: {warning}"));
+            }
+        }
+        warned = store.warnings().len();
         strategy.tell(&trial_view(
             &record,
             &space,

@@ -75,7 +75,8 @@ pub fn write_sensitivity(path: &Path, rows: &[SensitivityRow]) -> Result<()> {
     ParquetWriter::new(file)
         .with_compression(ParquetCompression::Snappy)
         .finish(&mut frame)?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    crate::store::sync_dir(path.parent().unwrap_or(std::path::Path::new(".")))
 }
 
 /// Reads a table written by [`write_sensitivity`]. A missing file, a file that is not

@@ -152,7 +152,10 @@ impl Store {
             .map_err(|e| io(&path, e))
     }
 
-    /// Appends a finished trial durably, then refreshes `trials.parquet`.
+    /// Appends a finished trial durably, then refreshes `trials.parquet`. The journal is
+    /// the truth: when the frame cannot be refreshed (a full disk, a permission), the
+    /// trial is still stored, the failure is added to [`Store::warnings`], and the next
+    /// refresh rebuilds the whole frame from the journal.
     pub fn append(&mut self, trial: TrialRecord) -> Result<()> {
         if self.trials.iter().any(|t| t.trial_id == trial.trial_id) {
             return Err(StoreError::DuplicateTrial(trial.trial_id));
@@ -168,7 +171,14 @@ impl Store {
             .and_then(|_| self.journal.sync_data())
             .map_err(|e| io(&path, e))?;
         self.trials.push(trial);
-        self.write_parquet()
+        if let Err(e) = self.write_parquet() {
+            let _ = std::fs::remove_file(self.dir.join(format!("{PARQUET_FILE}.tmp")));
+            self.warnings.push(format!(
+                "could not refresh {}: {e}; the trial is stored in {JOURNAL_FILE}, and the frame is rebuilt from it at the next refresh",
+                self.dir.join(PARQUET_FILE).display()
+            ));
+        }
+        Ok(())
     }
 
     fn write_parquet(&self) -> Result<()> {
@@ -179,7 +189,8 @@ impl Store {
         ParquetWriter::new(file)
             .with_compression(ParquetCompression::Snappy)
             .finish(&mut frame)?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        sync_dir(&self.dir)
     }
 
     pub fn write_teacher(&self, teacher: &TeacherRecord) -> Result<()> {
@@ -274,7 +285,21 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     file.write_all(text.as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Syncs a directory, so that a rename into it survives a power loss (the rename is
+/// durable only once the directory's entry is).
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
 }
 
 #[cfg(test)]
@@ -328,6 +353,37 @@ mod tests {
             duration_s: 1.5,
             error: (state == TrialState::Failed).then(|| "loss became NaN".to_string()),
         }
+    }
+
+    /// A frame that cannot be written does not lose the trial or stop the campaign: the
+    /// journal holds it, and the next refresh rebuilds the whole frame.
+    #[test]
+    fn a_failed_frame_refresh_keeps_the_trial_and_is_rebuilt_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), meta()).unwrap();
+        store.append(trial(0, TrialState::Complete)).unwrap();
+        // The frame's path taken by a folder: the rename fails.
+        let frame = dir.path().join(PARQUET_FILE);
+        std::fs::remove_file(&frame).unwrap();
+        std::fs::create_dir(&frame).unwrap();
+        std::fs::write(frame.join("x"), "x").unwrap();
+        store.append(trial(1, TrialState::Complete)).unwrap();
+        assert_eq!(store.trials().len(), 2);
+        assert_eq!(store.warnings().len(), 1);
+        assert!(
+            store.warnings()[0].contains("could not refresh"),
+            "{:?}",
+            store.warnings()
+        );
+        std::fs::remove_dir_all(&frame).unwrap();
+        store.append(trial(2, TrialState::Complete)).unwrap();
+        let file = File::open(&frame).unwrap();
+        use polars::prelude::SerReader;
+        let back = polars::prelude::ParquetReader::new(file).finish().unwrap();
+        assert_eq!(back.height(), 3);
+        drop(store);
+        let (_, trials) = Store::read(dir.path()).unwrap();
+        assert_eq!(trials.len(), 3);
     }
 
     #[test]
