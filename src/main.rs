@@ -200,6 +200,13 @@ enum Command {
         /// trials are kept and the new ones added (the refusal says what changed).
         #[arg(long)]
         force: bool,
+        /// Stop cleanly after this long (`8h`, `90m`, `1h30m`, `45s`); overrides the
+        /// file's `max_minutes`.
+        #[arg(long, value_parser = parse_duration_minutes)]
+        time_budget: Option<f64>,
+        /// The number of trials; overrides the file's `trials`.
+        #[arg(long)]
+        trials: Option<usize>,
     },
     /// Rewrite summary.md and pareto.svg of a campaign directory from its stored trials.
     Report {
@@ -539,7 +546,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             campaign,
             out,
             force,
-        } => run(&campaign, out, force),
+            time_budget,
+            trials,
+        } => run(&campaign, out, force, time_budget, trials),
         Command::Report { dir, budget_ms } => report(&dir, budget_ms),
         Command::Select {
             dir,
@@ -1182,8 +1191,52 @@ fn indicatif_bar(epochs: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn run(path: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
-    let campaign = Campaign::load(path)?;
+/// Minutes in a duration such as `8h`, `90m`, `1h30m` or `45s`.
+fn parse_duration_minutes(text: &str) -> Result<f64, String> {
+    let mut minutes = 0.0;
+    let mut number = String::new();
+    let mut any = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}`: expected a duration such as 8h, 90m, 1h30m or 45s"))?;
+        minutes += match c {
+            'h' => value * 60.0,
+            'm' => value,
+            's' => value / 60.0,
+            _ => return Err(format!("`{text}`: unknown unit `{c}` (use h, m or s)")),
+        };
+        number.clear();
+        any = true;
+    }
+    if !number.is_empty() || !any || minutes <= 0.0 {
+        return Err(format!(
+            "`{text}`: expected a positive duration with units, such as 8h, 90m, 1h30m or 45s"
+        ));
+    }
+    Ok(minutes)
+}
+
+fn run(
+    path: &Path,
+    out: Option<PathBuf>,
+    force: bool,
+    time_budget: Option<f64>,
+    trials: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut campaign = Campaign::load(path)?;
+    // Command-line flags override the file; neither changes the campaign's identity.
+    if let Some(minutes) = time_budget {
+        campaign.max_minutes = Some(minutes);
+    }
+    if let Some(n) = trials {
+        anyhow::ensure!(n >= 1, "--trials must be at least 1");
+        campaign.trials = n;
+    }
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
     let mut progress = ProgressBar::new();
     // First Ctrl-C: finish and store the trial in flight, write the report, stop.

@@ -399,6 +399,62 @@ fn an_interrupted_campaign_keeps_its_trials_and_exits_130() {
     assert!(out.join("summary.md").is_file());
 }
 
+/// `--trials` overrides the file; a `STOP` file in the output folder ends the campaign
+/// cleanly (status 0) after the trial in flight, and is cleared by the next run.
+#[test]
+fn trials_flag_and_stop_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = SMALL.replace("trials = 6", "trials = 400");
+    let campaign = write(tmp.path(), "long.toml", &text);
+    let out = tmp.path().join("out");
+    let short = sculpt(&[
+        "run",
+        campaign.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--trials",
+        "2",
+        "--time-budget",
+        "1h30m",
+    ]);
+    assert!(
+        short.status.success(),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    assert_eq!(trials_without_time(&out).len(), 2);
+    let bad = sculpt(&["run", campaign.to_str().unwrap(), "--time-budget", "soon"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("8h"));
+    // A stale STOP is cleared; one that appears during the run stops it.
+    std::fs::write(out.join("STOP"), "").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sculpt"))
+        .args([
+            "run",
+            campaign.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = out.join("trials.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no new trial after two minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(out.join("STOP"), "").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let n = trials_without_time(&out).len();
+    assert!((3..400).contains(&n), "{n}");
+}
+
 #[test]
 fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     let tmp = tempfile::tempdir().unwrap();

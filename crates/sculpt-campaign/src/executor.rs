@@ -21,6 +21,10 @@ use crate::error::{CampaignError, Result};
 use crate::observe::{Observer, Progress};
 use crate::space::{search_space, trial_view, CampaignSpace};
 
+/// The file whose appearance in the output folder stops a campaign after the trial in
+/// flight.
+pub const STOP_FILE: &str = "STOP";
+
 /// One run of a campaign, as `runs.jsonl` records it.
 #[derive(Debug, Clone, serde::Serialize)]
 struct RunRecord {
@@ -570,6 +574,21 @@ pub fn run_with(
         }
     }
     let mut warned = store.warnings().len();
+    // `touch DIR/STOP` ends the campaign cleanly after the trial in flight. One left by an
+    // earlier run is cleared, since running again means going on.
+    let stop_file = out.join(STOP_FILE);
+    if stop_file.exists() {
+        std::fs::remove_file(&stop_file).map_err(|e| CampaignError::Io {
+            path: stop_file.clone(),
+            cause: e,
+        })?;
+        for o in observers.iter_mut() {
+            o.on_phase(&format!(
+                "removed the stop file {} left by an earlier run",
+                stop_file.display()
+            ));
+        }
+    }
     let (teacher_name, teacher) = load_teacher(campaign, &splits, out, observers, stop)?;
     let space = search_space(campaign, &teacher)?;
     if let Some(limit) = &campaign.sensitivity {
@@ -610,6 +629,13 @@ pub fn run_with(
     while store.trials().len() < campaign.trials {
         if stop.load(Ordering::SeqCst) {
             stopped_early = Some("interrupted; run the campaign again to resume".to_string());
+            break;
+        }
+        if stop_file.exists() {
+            stopped_early = Some(format!(
+                "the stop file {} appeared; run the campaign again to resume",
+                stop_file.display()
+            ));
             break;
         }
         if let Some(limit) = campaign.max_minutes {
