@@ -112,7 +112,14 @@ fn campaign_runs_resumes_and_reproduces() {
     }
     // The run is recorded: what ran, from which build, where and when.
     let runs = std::fs::read_to_string(out.join("runs.jsonl")).unwrap();
-    let record: serde_json::Value = serde_json::from_str(runs.lines().next().unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> = runs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{runs}");
+    assert_eq!(lines[0]["event"], "start");
+    let record = lines[1].clone();
+    assert_eq!(record["event"], "end");
     for key in [
         "campaign",
         "fingerprint",
@@ -423,6 +430,23 @@ fn trials_flag_and_stop_file() {
         String::from_utf8_lossy(&short.stderr)
     );
     assert_eq!(trials_without_time(&out).len(), 2);
+    // Status after the run: what is stored, against this run's budget; nothing running.
+    let status = sculpt(&["status", out.to_str().unwrap(), "--json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["stored"], 2);
+    assert_eq!(v["budget"], 2);
+    assert_eq!(v["running"], 0);
+    let states = ["complete", "failed", "infeasible", "diverged"];
+    assert_eq!(
+        states.iter().map(|k| v[k].as_u64().unwrap()).sum::<u64>(),
+        2
+    );
+    assert!(v["hypervolume"].as_f64().is_some());
     let bad = sculpt(&["run", campaign.to_str().unwrap(), "--time-budget", "soon"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("8h"));
@@ -448,6 +472,11 @@ fn trials_flag_and_stop_file() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // While it runs, status says so.
+    let during = sculpt(&["status", out.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&during.stdout).unwrap();
+    assert_eq!(v["running"], 1, "{v}");
+    assert_eq!(v["budget"], 400);
     std::fs::write(out.join("STOP"), "").unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");

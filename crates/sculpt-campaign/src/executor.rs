@@ -25,9 +25,24 @@ use crate::space::{search_space, trial_view, CampaignSpace};
 /// flight.
 pub const STOP_FILE: &str = "STOP";
 
+/// The start of a run, as `runs.jsonl` records it (the end follows as a [`RunRecord`]):
+/// what `sculpt status` reads while the run goes on.
+#[derive(Debug, Clone, serde::Serialize)]
+struct RunStart {
+    event: &'static str,
+    campaign: String,
+    pid: u32,
+    started: f64,
+    /// The trial count and the time limit of this run (flags may override the file).
+    trials: usize,
+    max_minutes: Option<f64>,
+    budget_ms: Option<f64>,
+}
+
 /// One run of a campaign, as `runs.jsonl` records it.
 #[derive(Debug, Clone, serde::Serialize)]
 struct RunRecord {
+    event: &'static str,
     campaign: String,
     fingerprint: String,
     sculpt_version: &'static str,
@@ -574,6 +589,15 @@ pub fn run_with(
         }
     }
     let mut warned = store.warnings().len();
+    store.append_run(&RunStart {
+        event: "start",
+        campaign: campaign.name.clone(),
+        pid: std::process::id(),
+        started: started_at,
+        trials: campaign.trials,
+        max_minutes: campaign.max_minutes,
+        budget_ms: campaign.budget_ms,
+    })?;
     // `touch DIR/STOP` ends the campaign cleanly after the trial in flight. One left by an
     // earlier run is cleared, since running again means going on.
     let stop_file = out.join(STOP_FILE);
@@ -696,6 +720,7 @@ pub fn run_with(
         },
     )?;
     store.append_run(&RunRecord {
+        event: "end",
         campaign: campaign.name.clone(),
         fingerprint: store.meta().fingerprint.clone(),
         sculpt_version: env!("CARGO_PKG_VERSION"),
