@@ -1201,6 +1201,37 @@ fn indicatif_bar(epochs: usize) -> indicatif::ProgressBar {
     bar
 }
 
+/// The campaign log: opened (for appending) at its first line, so a run refused before
+/// it starts leaves no log in a folder that is not its own. Lines that cannot be written
+/// are dropped: the journal, not the log, is the record.
+struct LazyLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl std::io::Write for LazyLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() {
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+        }
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Minutes in a duration such as `8h`, `90m`, `1h30m` or `45s`.
 fn parse_duration_minutes(text: &str) -> Result<f64, String> {
     let mut minutes = 0.0;
@@ -1248,6 +1279,16 @@ fn run(
         campaign.trials = n;
     }
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
+    // The executor's events (run start and end, every trial, warnings) go to
+    // DIR/campaign.log.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(LazyLog {
+            path: out.join("campaign.log"),
+            file: None,
+        }))
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
     let mut progress = ProgressBar::new();
     // First Ctrl-C: finish and store the trial in flight, write the report, stop.
     // Second: stop at once (stored trials are safe either way).

@@ -584,11 +584,19 @@ pub fn run_with(
         force,
     )?;
     for warning in store.warnings() {
+        tracing::warn!("{warning}");
         for o in observers.iter_mut() {
             o.on_phase(&format!("warning: {warning}"));
         }
     }
     let mut warned = store.warnings().len();
+    tracing::info!(
+        campaign = %campaign.name,
+        stored = store.trials().len(),
+        trials = campaign.trials,
+        seed = campaign.seed,
+        "run started"
+    );
     store.append_run(&RunStart {
         event: "start",
         campaign: campaign.name.clone(),
@@ -688,7 +696,19 @@ pub fn run_with(
             proposal.generation,
         );
         store.append(record.clone())?;
+        tracing::info!(
+            trial = record.trial_id,
+            state = record.state.as_str(),
+            strategy = %record.strategy,
+            accuracy = record.accuracy,
+            latency_ms = record.latency_ms,
+            size_bytes = record.size_bytes,
+            seconds = record.duration_s,
+            error = record.error.as_deref().unwrap_or(""),
+            "trial stored"
+        );
         for warning in &store.warnings()[warned..] {
+            tracing::warn!("{warning}");
             for o in observers.iter_mut() {
                 o.on_phase(&format!("warning: {warning}"));
             }
@@ -719,6 +739,12 @@ pub fn run_with(
             budget_ms: campaign.budget_ms,
         },
     )?;
+    tracing::info!(
+        stored = store.trials().len(),
+        new = store.trials().len() - done_before,
+        stopped_early = stopped_early.as_deref().unwrap_or(""),
+        "run ended"
+    );
     store.append_run(&RunRecord {
         event: "end",
         campaign: campaign.name.clone(),
