@@ -120,7 +120,10 @@ fn campaign_runs_resumes_and_reproduces() {
     assert_eq!(lines[0]["event"], "start");
     // The log has the run's start and end and one line per trial.
     let log = std::fs::read_to_string(out.join("campaign.log")).unwrap();
-    assert!(log.contains("run started") && log.contains("run ended"), "{log}");
+    assert!(
+        log.contains("run started") && log.contains("run ended"),
+        "{log}"
+    );
     assert_eq!(log.matches("trial stored").count(), 6, "{log}");
     let record = lines[1].clone();
     assert_eq!(record["event"], "end");
