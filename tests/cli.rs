@@ -491,6 +491,25 @@ fn trials_flag_and_stop_file() {
     assert!((3..400).contains(&n), "{n}");
 }
 
+/// An output path that is a file is refused with a message that says so.
+#[test]
+fn an_output_path_that_is_a_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let campaign = write(tmp.path(), "small.toml", SMALL);
+    let file = tmp.path().join("taken");
+    std::fs::write(&file, "x").unwrap();
+    let out = sculpt(&[
+        "run",
+        campaign.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("is a file, not a folder"), "{message}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
 #[test]
 fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     let tmp = tempfile::tempdir().unwrap();

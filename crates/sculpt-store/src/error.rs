@@ -20,6 +20,8 @@ pub enum StoreError {
     /// A parquet table that is not what it should be (a missing or mistyped column).
     #[error("{path}: {message}")]
     Table { path: PathBuf, message: String },
+    #[error("{0} is a file, not a folder; the output of a campaign is a folder")]
+    NotAFolder(PathBuf),
     #[error("{dir} is in use by another sculpt process (lock {lock})")]
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("{}", .0)]

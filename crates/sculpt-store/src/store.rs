@@ -43,6 +43,9 @@ impl Store {
     /// [`Store::open`]; with `force`, a directory of another campaign is taken over (its
     /// metadata replaced, its trials kept), as `sculpt run --force` asks.
     pub fn open_with(dir: &Path, meta: CampaignMeta, force: bool) -> Result<Store> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::NotAFolder(dir.to_path_buf()));
+        }
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
