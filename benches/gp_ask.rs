@@ -47,14 +47,7 @@ fn main() {
         })
         .collect();
     let mut gp = GpSearch::new(GpSettings::default(), 7);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let cpu = sculpt_latency::cpu_name();
     println!("# gp ask after {n} trials ({cpu}, 1 thread)\n");
     let mut times = Vec::new();
     for i in 0..6 {

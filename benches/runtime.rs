@@ -102,14 +102,7 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let cpu = sculpt_latency::cpu_name();
     println!(
         "# sculpt runtime speed-ups ({cpu}, {}, 1 thread, {rounds} alternating rounds)\n",
         sculpt_runtime::Isa::detect().name()

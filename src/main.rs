@@ -1404,96 +1404,35 @@ fn print_best(
 }
 
 fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
-    let (meta, trials) = Store::read(dir)?;
-    let runs: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("runs.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let last_start = runs.iter().rposition(|r| r["event"] == "start");
-    let ended = last_start.is_some_and(|i| runs[i + 1..].iter().any(|r| r["event"] == "end"));
-    let start = last_start.map(|i| &runs[i]);
-    // Running: a start without its end, whose process is still alive.
-    let alive = start
-        .and_then(|s| s["pid"].as_u64())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-    let running = usize::from(start.is_some() && !ended && alive);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let budget = start.and_then(|s| s["trials"].as_u64()).map(|n| n as usize);
-    let budget_ms = start.and_then(|s| s["budget_ms"].as_f64());
-    let count =
-        |state: sculpt_store::TrialState| trials.iter().filter(|t| t.state == state).count();
-    let elapsed = start
-        .and_then(|s| s["started"].as_f64())
-        .map(|t| if running == 1 { now - t } else { 0.0 })
-        .filter(|_| running == 1);
-    let mean = if trials.is_empty() {
-        None
-    } else {
-        Some(trials.iter().map(|t| t.duration_s).sum::<f64>() / trials.len() as f64)
-    };
-    let eta = match (budget, mean) {
-        (Some(b), Some(m)) if running == 1 => Some(b.saturating_sub(trials.len()) as f64 * m),
-        _ => None,
-    };
-    let teacher = Store::read_teacher(dir).ok();
-    let hypervolume = teacher
-        .as_ref()
-        .map(|t| sculpt_report::hypervolume(&trials, t));
-    let front: Vec<&sculpt_store::TrialRecord> = sculpt_report::pareto_indices(&trials)
-        .into_iter()
-        .map(|i| &trials[i])
-        .collect();
+    let s = sculpt_campaign::status::status(dir)?;
     if json {
-        let v = serde_json::json!({
-            "campaign": meta.name,
-            "complete": count(sculpt_store::TrialState::Complete),
-            "failed": count(sculpt_store::TrialState::Failed),
-            "infeasible": count(sculpt_store::TrialState::Infeasible),
-            "diverged": count(sculpt_store::TrialState::Diverged),
-            "running": running,
-            "stored": trials.len(),
-            "budget": budget,
-            "budget_ms": budget_ms,
-            "elapsed_s": elapsed,
-            "eta_s": eta,
-            "hypervolume": hypervolume,
-            "front": front.iter().map(|t| serde_json::json!({
-                "trial_id": t.trial_id,
-                "accuracy": t.accuracy,
-                "latency_ms": t.latency_ms,
-                "size_bytes": t.size_bytes,
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
     println!(
         "{}: {} of {} trials stored ({} complete, {} failed, {} infeasible, {} diverged); {}",
-        meta.name,
-        trials.len(),
-        budget.map_or("?".to_string(), |b| b.to_string()),
-        count(sculpt_store::TrialState::Complete),
-        count(sculpt_store::TrialState::Failed),
-        count(sculpt_store::TrialState::Infeasible),
-        count(sculpt_store::TrialState::Diverged),
-        if running == 1 {
+        s.campaign,
+        s.stored,
+        s.budget.map_or("?".to_string(), |b| b.to_string()),
+        s.complete,
+        s.failed,
+        s.infeasible,
+        s.diverged,
+        if s.running == 1 {
             format!(
                 "running for {:.0} s, about {:.0} s left",
-                elapsed.unwrap_or(0.0),
-                eta.unwrap_or(0.0)
+                s.elapsed_s.unwrap_or(0.0),
+                s.eta_s.unwrap_or(0.0)
             )
         } else {
             "not running".to_string()
         }
     );
-    if let Some(h) = hypervolume {
+    if let Some(h) = s.hypervolume {
         println!("best hypervolume: {h:.4}");
     }
-    if let Some(t) = &teacher {
-        print_front(&trials, &meta.columns, t);
+    if let Some(t) = &s.teacher {
+        print_front(&s.trials, &s.columns, t);
     }
     Ok(())
 }

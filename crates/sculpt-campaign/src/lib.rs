@@ -12,6 +12,7 @@ pub mod observe;
 pub mod sensitivity;
 pub mod space;
 pub mod standalone;
+pub mod status;
 pub mod teacher;
 
 pub use config::{

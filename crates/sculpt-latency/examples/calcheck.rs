@@ -80,30 +80,7 @@ fn main() {
             let g = lut.group_ms(&graph).unwrap();
             let s: f64 = g.iter().sum();
             if std::env::var("STEPS").ok().as_deref() == Some(&format!("{model}:{i}")) {
-                let mut rt = sculpt_runtime::Runtime::compile(
-                    &graph,
-                    &sculpt_runtime::Options {
-                        max_batch: 1,
-                        threads: 1,
-                        isa: None,
-                        sparse: Default::default(),
-                    },
-                )
-                .unwrap();
-                let times = rt.step_times(1, 300).unwrap();
-                for (s, (_, ms)) in rt.step_shapes().iter().zip(&times) {
-                    println!(
-                        "   {:<14} {:<5} p{:<5} n{:<4} k{:<5} g{:<3} meas {:.5} lut {:.5}",
-                        s.kind,
-                        s.precision,
-                        s.positions,
-                        s.n,
-                        s.k,
-                        s.groups,
-                        ms,
-                        lut.step_ms(s).unwrap()
-                    );
-                }
+                print_steps(&lut, &graph, "");
             }
             println!(
                 "{model:<14} {i:>2} meas {m:.5} ref {:.5} sum {s:.5} ratio {:.3} groups {:?}",
@@ -116,8 +93,13 @@ fn main() {
 }
 fn probe_steps(lut: &sculpt_latency::Lut, kind: &str, bits: u32, p: usize, n: usize, k: usize) {
     let graph = sculpt_latency::lut::probe(kind, bits, p, n, k).unwrap();
+    print_steps(lut, &graph, "probe ");
+}
+
+/// Each step of `graph` at batch 1: measured and looked up.
+fn print_steps(lut: &sculpt_latency::Lut, graph: &sculpt_nn::Graph, prefix: &str) {
     let mut rt = sculpt_runtime::Runtime::compile(
-        &graph,
+        graph,
         &sculpt_runtime::Options {
             max_batch: 1,
             threads: 1,
@@ -129,7 +111,7 @@ fn probe_steps(lut: &sculpt_latency::Lut, kind: &str, bits: u32, p: usize, n: us
     let times = rt.step_times(1, 300).unwrap();
     for (s, (_, ms)) in rt.step_shapes().iter().zip(&times) {
         println!(
-            "   probe {:<14} {:<5} p{:<5} n{:<4} k{:<5} g{:<3} meas {:.5} lut {:.5}",
+            "   {prefix}{:<14} {:<5} p{:<5} n{:<4} k{:<5} g{:<3} meas {:.5} lut {:.5}",
             s.kind,
             s.precision,
             s.positions,

@@ -13,7 +13,7 @@ pub mod roofline;
 
 pub use calibrate::calibrate_host;
 pub use error::{LatencyError, Result};
-pub use lut::{profile, Lut, LutEntry, ProfileSettings};
+pub use lut::{cpu_name, profile, Lut, LutEntry, ProfileSettings};
 pub use measure::{measure, reference_ms, MeasureSettings};
 pub use model::{LatencyModel, Measured, Roofline};
 pub use profile::{DeviceProfile, OpsPerSecond};

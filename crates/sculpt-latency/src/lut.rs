@@ -503,7 +503,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
     let mut lut = Lut::new(
         settings.batch,
         settings.threads,
-        host_name(),
+        cpu_name(),
         isa,
         0.0,
         0.0,
@@ -688,7 +688,9 @@ const CALIBRATION: [(&str, &[usize]); 4] = [
     ("mobilenet-s", &[3, 32, 32]),
 ];
 
-fn host_name() -> String {
+/// This machine's CPU model, as `/proc/cpuinfo` names it (the architecture elsewhere):
+/// what tables, benchmarks and run records say they were measured on.
+pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {

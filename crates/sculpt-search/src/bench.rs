@@ -27,6 +27,16 @@ pub trait Problem {
     fn true_hypervolume(&self) -> f64;
 }
 
+/// `n` float variables `x0`, `x1`, … in [0, 1], the space of the synthetic problems.
+fn unit_cube(n: usize) -> SearchSpace {
+    SearchSpace::new(
+        (0..n)
+            .map(|i| Dimension::float(format!("x{i}"), 0.0, 1.0, false))
+            .collect(),
+    )
+    .expect("a valid space")
+}
+
 /// ZDT1, ZDT2 or ZDT3 on `n` variables in [0, 1].
 pub struct Zdt {
     pub kind: u8,
@@ -49,12 +59,7 @@ impl Problem for Zdt {
     }
 
     fn space(&self) -> SearchSpace {
-        SearchSpace::new(
-            (0..self.n)
-                .map(|i| Dimension::float(format!("x{i}"), 0.0, 1.0, false))
-                .collect(),
-        )
-        .expect("a valid space")
+        unit_cube(self.n)
     }
 
     fn evaluate(&self, x: &[f64]) -> Vec<f64> {
@@ -98,12 +103,7 @@ impl Problem for Dtlz2 {
     }
 
     fn space(&self) -> SearchSpace {
-        SearchSpace::new(
-            (0..self.n)
-                .map(|i| Dimension::float(format!("x{i}"), 0.0, 1.0, false))
-                .collect(),
-        )
-        .expect("a valid space")
+        unit_cube(self.n)
     }
 
     fn evaluate(&self, x: &[f64]) -> Vec<f64> {

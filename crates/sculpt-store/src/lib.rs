@@ -23,4 +23,4 @@ pub use error::{Result, StoreError};
 pub use frame::trials_frame;
 pub use record::{CampaignMeta, TeacherRecord, TrialRecord, TrialState};
 pub use sensitivity::{read_sensitivity, write_sensitivity, SensitivityRow, SENSITIVITY_FILE};
-pub use store::Store;
+pub use store::{Store, RUNS_FILE};
