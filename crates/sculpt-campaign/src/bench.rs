@@ -22,10 +22,7 @@ use polars::prelude::*;
 use sculpt_compress::{CompressionPlan, LayerPlan};
 use sculpt_latency::LatencyModel;
 use sculpt_search::bench::{hypervolume_curve, quantile, run, Dtlz2, Evaluation, Problem, Zdt};
-use sculpt_search::{
-    AutoSearch, AutoSettings, Dimension, GpSearch, GpSettings, Nsga2, Nsga2Settings, RandomSearch,
-    SearchSpace, Strategy,
-};
+use sculpt_search::{AutoSettings, Dimension, GpSettings, Nsga2Settings, SearchSpace, Strategy};
 use serde::Serialize;
 
 use crate::error::{CampaignError, Result};
@@ -478,22 +475,19 @@ pub fn strategy(
     population: usize,
     gp_trials: Option<u64>,
 ) -> Result<Box<dyn Strategy>> {
-    let nsga2 = Nsga2Settings::default().with_population_size(population)?;
+    // The population is checked for every strategy, as the command line always passes one.
+    Nsga2Settings::default().with_population_size(population)?;
     let auto = AutoSettings {
         gp_trials: gp_trials.unwrap_or(AutoSettings::default().gp_trials),
         ..AutoSettings::default()
     };
-    Ok(match name {
-        "random" => Box::new(RandomSearch::new(seed)),
-        "nsga2" => Box::new(Nsga2::new(nsga2, seed)),
-        "gp" => Box::new(GpSearch::new(GpSettings::default(), seed)),
-        "auto" => Box::new(AutoSearch::new(auto, GpSettings::default(), nsga2, seed)),
-        other => {
-            return Err(CampaignError::Invalid(format!(
-                "unknown strategy `{other}` (known: random, nsga2, gp, auto)"
-            )))
-        }
-    })
+    let kind = crate::config::StrategyKind::parse(name, population).ok_or_else(|| {
+        CampaignError::Invalid(format!(
+            "unknown strategy `{name}` (known: {})",
+            crate::config::STRATEGY_NAMES
+        ))
+    })?;
+    kind.build(seed, GpSettings::default(), auto)
 }
 
 /// A benchmark problem by name: `table` (needs the table), `zdt1`, `zdt2`, `zdt3`,

@@ -184,7 +184,46 @@ pub enum StrategyKind {
     },
 }
 
+/// The strategies by name, for messages.
+pub const STRATEGY_NAMES: &str = "auto, gp, nsga2, random";
+
 impl StrategyKind {
+    /// The strategy named `name`; NSGA-II (alone or under `auto`) with `population`.
+    pub fn parse(name: &str, population: usize) -> Option<StrategyKind> {
+        Some(match name {
+            "random" => StrategyKind::Random,
+            "nsga2" => StrategyKind::Nsga2 { population },
+            "gp" => StrategyKind::Gp,
+            "auto" => StrategyKind::Auto { population },
+            _ => return None,
+        })
+    }
+
+    /// The strategy itself, seeded: the one place a kind becomes a strategy. `gp` holds
+    /// the GP's settings (alone or under `auto`), `auto` when `auto` hands over.
+    pub fn build(
+        &self,
+        seed: u64,
+        gp: sculpt_search::GpSettings,
+        auto: sculpt_search::AutoSettings,
+    ) -> Result<Box<dyn sculpt_search::Strategy>> {
+        use sculpt_search::{AutoSearch, GpSearch, Nsga2, Nsga2Settings, RandomSearch};
+        Ok(match *self {
+            StrategyKind::Random => Box::new(RandomSearch::new(seed)),
+            StrategyKind::Nsga2 { population } => Box::new(Nsga2::new(
+                Nsga2Settings::default().with_population_size(population)?,
+                seed,
+            )),
+            StrategyKind::Gp => Box::new(GpSearch::new(gp, seed)),
+            StrategyKind::Auto { population } => Box::new(AutoSearch::new(
+                auto,
+                gp,
+                Nsga2Settings::default().with_population_size(population)?,
+                seed,
+            )),
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             StrategyKind::Random => "random",
@@ -839,18 +878,16 @@ impl Campaign {
             }
             None => DEFAULT_POPULATION,
         };
-        let strategy = match search.strategy.as_ref().map(|s| s.get_ref().as_str()) {
-            Some("random") => StrategyKind::Random,
-            Some("nsga2") => StrategyKind::Nsga2 { population },
-            Some("gp") => StrategyKind::Gp,
-            Some("auto") | None => StrategyKind::Auto { population },
-            Some(other) => {
-                return Err(source.error(
-                    search.strategy.as_ref().map_or(0..0, |s| s.span()),
-                    Some("search.strategy"),
-                    format!("unknown strategy `{other}` (known: auto, gp, nsga2, random)"),
-                ))
-            }
+        let name = search
+            .strategy
+            .as_ref()
+            .map_or("auto", |s| s.get_ref().as_str());
+        let Some(strategy) = StrategyKind::parse(name, population) else {
+            return Err(source.error(
+                search.strategy.as_ref().map_or(0..0, |s| s.span()),
+                Some("search.strategy"),
+                format!("unknown strategy `{name}` (known: {STRATEGY_NAMES})"),
+            ));
         };
         let min_accuracy = match &search.min_accuracy {
             Some(m) if !(0.0..=1.0).contains(m.get_ref()) => {

@@ -10,13 +10,10 @@ use std::time::Instant;
 use candle_core::Tensor;
 use sculpt_latency::LatencyModel;
 use sculpt_nn::{Dataset, Graph, GraphSpec, Splits};
-use sculpt_search::{
-    AutoSearch, AutoSettings, GpSearch, GpSettings, Nsga2, Nsga2Settings, Point, RandomSearch,
-    Strategy,
-};
+use sculpt_search::{AutoSettings, GpSettings, Point, Strategy};
 use sculpt_store::{CampaignMeta, Store, TeacherRecord, TrialRecord, TrialState};
 
-use crate::config::{Campaign, LatencyChoice, Objective, StrategyKind, TeacherSource};
+use crate::config::{Campaign, LatencyChoice, Objective, TeacherSource};
 use crate::error::{CampaignError, Result};
 use crate::observe::{Observer, Progress};
 use crate::space::{search_space, trial_view, CampaignSpace};
@@ -282,20 +279,11 @@ fn gp_settings(campaign: &Campaign, teacher: &TeacherRecord) -> GpSettings {
 }
 
 fn build_strategy(campaign: &Campaign, teacher: &TeacherRecord) -> Result<Box<dyn Strategy>> {
-    Ok(match campaign.strategy {
-        StrategyKind::Random => Box::new(RandomSearch::new(campaign.seed)),
-        StrategyKind::Nsga2 { population } => Box::new(Nsga2::new(
-            Nsga2Settings::default().with_population_size(population)?,
-            campaign.seed,
-        )),
-        StrategyKind::Gp => Box::new(GpSearch::new(gp_settings(campaign, teacher), campaign.seed)),
-        StrategyKind::Auto { population } => Box::new(AutoSearch::new(
-            AutoSettings::default(),
-            gp_settings(campaign, teacher),
-            Nsga2Settings::default().with_population_size(population)?,
-            campaign.seed,
-        )),
-    })
+    campaign.strategy.build(
+        campaign.seed,
+        gp_settings(campaign, teacher),
+        AutoSettings::default(),
+    )
 }
 
 /// Everything one trial evaluation needs, fixed for the whole run.
