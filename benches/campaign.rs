@@ -177,6 +177,8 @@ fn main() {
                 bops: Some(40_000 * 4 * 32),
                 duration_s: 0.2,
                 error: None,
+                fidelity: None,
+                rungs: Vec::new(),
             })
             .unwrap();
     }

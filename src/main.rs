@@ -1321,8 +1321,9 @@ fn run(
     };
     let screened = count(sculpt_store::TrialState::Infeasible);
     let diverged = count(sculpt_store::TrialState::Diverged);
+    let stopped = count(sculpt_store::TrialState::Stopped);
     println!(
-        "{} trials ({} new, {} failed){}{}",
+        "{} trials ({} new, {} failed){}{}{}",
         outcome.trials.len(),
         outcome.new_trials,
         count(sculpt_store::TrialState::Failed),
@@ -1333,6 +1334,11 @@ fn run(
         },
         if diverged > 0 {
             format!("; {diverged} diverged in fine-tuning")
+        } else {
+            String::new()
+        },
+        if stopped > 0 {
+            format!("; {stopped} stopped early by successive halving")
         } else {
             String::new()
         }
@@ -1410,7 +1416,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} of {} trials stored ({} complete, {} failed, {} infeasible, {} diverged); {}",
+        "{}: {} of {} trials stored ({} complete, {} failed, {} infeasible, {} diverged, {} stopped by halving); {}",
         s.campaign,
         s.stored,
         s.budget.map_or("?".to_string(), |b| b.to_string()),
@@ -1418,6 +1424,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         s.failed,
         s.infeasible,
         s.diverged,
+        s.stopped,
         if s.running == 1 {
             format!(
                 "running for {:.0} s, about {:.0} s left",

@@ -1319,3 +1319,64 @@ fn bench_table_and_bench_search_run_and_refuse_bad_paths() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// Successive halving: every trial records the rungs it reached; the ones not promoted
+/// are stored as `stopped` with their last rung's score and stay off the front; complete
+/// trials ran the whole schedule; and the same seed gives the same trials.
+#[test]
+fn successive_halving_records_rungs_and_keeps_the_front_at_full_fidelity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = SMALL
+        .replace("[finetune]\nepochs = 2", "[finetune]\nepochs = 4")
+        .replace("trials = 6", "trials = 10")
+        .replace("strategy = \"nsga2\"", "strategy = \"random\"")
+        + "\n[halving]\nmin_epochs = 1\nreduction_factor = 2\n";
+    let campaign = write(tmp.path(), "asha.toml", &text);
+    let out = tmp.path().join("out");
+    run(&campaign, &out);
+    let trials = trials_without_time(&out);
+    assert_eq!(trials.len(), 10);
+    let fine_tuned: Vec<_> = trials
+        .iter()
+        .filter(|t| t["state"] == "complete" || t["state"] == "stopped")
+        .collect();
+    assert!(!fine_tuned.is_empty());
+    let mut stopped = 0;
+    for t in &fine_tuned {
+        let rungs = t["rungs"].as_array().expect("rungs recorded");
+        assert!(!rungs.is_empty() && rungs.len() <= 2, "{t}");
+        // Rungs at 1 and 2 epochs of the 4-epoch schedule.
+        for (r, epochs) in rungs.iter().zip([1, 2]) {
+            assert_eq!(r["epochs"], epochs, "{t}");
+        }
+        if t["state"] == "stopped" {
+            stopped += 1;
+            let last = rungs.last().unwrap();
+            assert_eq!(last["promoted"], false, "{t}");
+            assert_eq!(t["accuracy"], last["accuracy"], "{t}");
+            assert_eq!(t["fidelity"], last["epochs"], "{t}");
+        } else {
+            assert!(rungs.iter().all(|r| r["promoted"] == true), "{t}");
+            assert_eq!(t["fidelity"], 4, "{t}");
+        }
+    }
+    assert!(stopped > 0, "nothing was stopped: {trials:?}");
+    let status = sculpt(&["status", out.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["stopped"], stopped, "{v}");
+    for member in v["front"].as_array().unwrap() {
+        let t = trials
+            .iter()
+            .find(|t| t["trial_id"] == member["trial_id"])
+            .unwrap();
+        assert_eq!(t["state"], "complete", "{t}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("stopped early by successive halving"),
+        "{summary}"
+    );
+    let again = tmp.path().join("again");
+    run(&campaign, &again);
+    assert_eq!(trials_without_time(&again), trials);
+}

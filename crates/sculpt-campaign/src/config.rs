@@ -27,6 +27,16 @@ struct RawCampaign {
     latency: RawLatency,
     /// The base plan the knobs override, in the plan-file format.
     plan: Option<Spanned<toml::Table>>,
+    halving: Option<Spanned<RawHalving>>,
+}
+
+/// `[halving]`: asynchronous successive halving over fine-tuning epochs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHalving {
+    min_epochs: Option<Spanned<i64>>,
+    reduction_factor: Option<Spanned<i64>>,
+    brackets: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +77,7 @@ struct RawSearch {
     max_minutes: Option<Spanned<f64>>,
     objective: Option<Spanned<String>>,
     sensitivity: Option<Spanned<RawSensitivity>>,
+    workers: Option<Spanned<i64>>,
 }
 
 const SEARCH_FIELDS: &[&str] = &[
@@ -77,6 +88,7 @@ const SEARCH_FIELDS: &[&str] = &[
     "max_minutes",
     "objective",
     "sensitivity",
+    "workers",
 ];
 
 fn is_latency(o: &Objective) -> bool {
@@ -344,6 +356,14 @@ pub struct Campaign {
     /// error), and at least [`DEFAULT_SCREEN_MARGIN`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screen_margin: Option<f64>,
+    /// Successive halving over fine-tuning epochs, when `[halving]` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halving: Option<crate::halving::Halving>,
+    /// Evaluations run at once, each by a `sculpt worker` process; unset, the caller's
+    /// default. Not part of the campaign's identity: it changes how fast trials come, not
+    /// what they mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -1042,6 +1062,55 @@ impl Campaign {
             }
             None => None,
         };
+        let halving = match &raw.halving {
+            None => None,
+            Some(h) => {
+                let h = h.get_ref();
+                let defaults = crate::halving::Halving::default();
+                let min_epochs = match &h.min_epochs {
+                    Some(v) => source.positive(v, "halving.min_epochs")?,
+                    None => defaults.min_epochs,
+                };
+                let reduction_factor = match &h.reduction_factor {
+                    Some(v) if *v.get_ref() < 2 => {
+                        return Err(source.error(
+                            v.span(),
+                            Some("halving.reduction_factor"),
+                            format!("must be at least 2, got {}", v.get_ref()),
+                        ))
+                    }
+                    Some(v) => *v.get_ref() as usize,
+                    None => defaults.reduction_factor,
+                };
+                let brackets = match &h.brackets {
+                    Some(v) => source.positive(v, "halving.brackets")?,
+                    None => defaults.brackets,
+                };
+                if min_epochs >= finetune.epochs {
+                    return Err(source.error(
+                        h.min_epochs
+                            .as_ref()
+                            .map_or(raw.halving.as_ref().map_or(0..0, |t| t.span()), |v| {
+                                v.span()
+                            }),
+                        Some("halving.min_epochs"),
+                        format!(
+                            "the first rung ({min_epochs} epochs) must come before the end of fine-tuning ({} epochs)",
+                            finetune.epochs
+                        ),
+                    ));
+                }
+                Some(crate::halving::Halving {
+                    min_epochs,
+                    reduction_factor,
+                    brackets,
+                })
+            }
+        };
+        let workers = match &search.workers {
+            Some(w) => Some(source.positive(w, "search.workers")?),
+            None => None,
+        };
         Ok(Campaign {
             name: raw.name.get_ref().trim().to_string(),
             path: path.to_path_buf(),
@@ -1062,6 +1131,8 @@ impl Campaign {
             budget_ms,
             latency_model,
             screen_margin,
+            halving,
+            workers,
         })
     }
 
@@ -1082,6 +1153,7 @@ impl Campaign {
         let mut identity = self.clone();
         identity.trials = 0;
         identity.max_minutes = None;
+        identity.workers = None;
         identity.path = PathBuf::new();
         identity
     }

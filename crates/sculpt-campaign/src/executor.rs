@@ -299,6 +299,9 @@ struct Evaluator<'a> {
 struct Scores {
     /// None when the candidate was screened out before fine-tuning.
     accuracy: Option<f64>,
+    /// The rungs of successive halving reached, and the epochs behind the accuracy.
+    rungs: Vec<sculpt_store::Rung>,
+    fidelity: Option<u32>,
     /// Why fine-tuning is judged to have diverged, if it did.
     diverged: Option<String>,
     latency_ms: f64,
@@ -340,7 +343,12 @@ impl Evaluator<'_> {
         })
     }
 
-    fn score(&self, plan: &sculpt_compress::CompressionPlan, trial_id: u64) -> Result<Scores> {
+    fn score(
+        &self,
+        plan: &sculpt_compress::CompressionPlan,
+        trial_id: u64,
+        competitors: &dyn Fn() -> Vec<TrialRecord>,
+    ) -> Result<Scores> {
         let mut finetune = self.campaign.finetune.clone();
         finetune.seed = self
             .campaign
@@ -357,6 +365,8 @@ impl Evaluator<'_> {
             if latency_ms > budget * (1.0 + self.screen_margin()) {
                 return Ok(Scores {
                     accuracy: None,
+                    rungs: Vec::new(),
+                    fidelity: None,
                     diverged: None,
                     latency_ms,
                     accounting: sculpt_compress::account(&compressed)?,
@@ -364,7 +374,46 @@ impl Evaluator<'_> {
             }
         }
         let mut losses = Vec::new();
-        let (student, _) = sculpt_compress::finetune_plan(
+        // Successive halving: score at each rung and go on only when promoted.
+        let mut rungs: Vec<sculpt_store::Rung> = Vec::new();
+        let halving = self.campaign.halving.as_ref().map(|h| {
+            let bracket = h.bracket(trial_id);
+            (h, bracket, h.rungs(bracket, finetune.epochs))
+        });
+        let objective = self.campaign.objective;
+        let mut gate = |epoch: usize, student: &Graph| -> sculpt_nn::Result<bool> {
+            let Some((h, bracket, at)) = &halving else {
+                return Ok(true);
+            };
+            if !at.contains(&epoch) {
+                return Ok(true);
+            }
+            let accuracy = runtime_accuracy(student, &self.splits.val)
+                .map_err(|e| sculpt_nn::NnError::Config(e.to_string()))?;
+            let second = match objective {
+                Objective::Latency => latency_ms,
+                Objective::Size => {
+                    sculpt_compress::account(student)
+                        .map_err(|e| sculpt_nn::NnError::Config(e.to_string()))?
+                        .size_bytes as f64
+                }
+            };
+            let second_of = |t: &TrialRecord| match objective {
+                Objective::Latency => t.latency_ms,
+                Objective::Size => t.size_bytes.map(|b| b as f64),
+            };
+            let promoted = h.promote(
+                *bracket,
+                epoch,
+                accuracy,
+                second,
+                &competitors(),
+                &second_of,
+            );
+            rungs.push(crate::halving::rung(epoch, accuracy, promoted));
+            Ok(promoted)
+        };
+        let (student, report) = sculpt_compress::finetune_plan(
             self.teacher,
             &compressed,
             plan,
@@ -372,6 +421,7 @@ impl Evaluator<'_> {
             self.teacher_logits,
             &finetune,
             &mut |e| losses.push(e.loss),
+            Some(&mut gate),
         )?;
         // Size and nonzeros of what fine-tuning produced (quantization can add zeros).
         let accounting = sculpt_compress::account(&student)?;
@@ -382,9 +432,16 @@ impl Evaluator<'_> {
         } else {
             latency_ms
         };
-        let accuracy = runtime_accuracy(&student, &self.splits.val)?;
+        // A trial stopped at a rung keeps that rung's score; one that ran the whole
+        // schedule is scored now.
+        let accuracy = match rungs.last() {
+            Some(r) if !r.promoted => r.accuracy,
+            _ => runtime_accuracy(&student, &self.splits.val)?,
+        };
         Ok(Scores {
             accuracy: Some(accuracy),
+            rungs,
+            fidelity: Some(report.epochs_run as u32),
             diverged: divergence(&losses, accuracy, self.teacher.spec.num_classes),
             latency_ms,
             accounting,
@@ -399,6 +456,7 @@ impl Evaluator<'_> {
         trial_id: u64,
         strategy: &str,
         generation: Option<u32>,
+        competitors: &dyn Fn() -> Vec<TrialRecord>,
     ) -> TrialRecord {
         let started = Instant::now();
         let decoded = self.space.decode(point);
@@ -412,6 +470,7 @@ impl Evaluator<'_> {
                     .as_ref()
                     .map_err(|e| CampaignError::Invalid(e.to_string()))?,
                 trial_id,
+                competitors,
             )
         }));
         let result = match outcome {
@@ -440,9 +499,20 @@ impl Evaluator<'_> {
             bops: None,
             duration_s: 0.0,
             error: None,
+            fidelity: None,
+            rungs: Vec::new(),
         };
         match result {
             Ok(s) => {
+                if s.rungs.last().is_some_and(|r| !r.promoted) {
+                    record.state = TrialState::Stopped;
+                    record.error = s.rungs.last().map(|r| {
+                        format!(
+                            "stopped by successive halving after {} epochs: not among the best at that rung",
+                            r.epochs
+                        )
+                    });
+                }
                 if s.accuracy.is_none() {
                     record.state = TrialState::Infeasible;
                     record.error = Some(format!(
@@ -462,6 +532,8 @@ impl Evaluator<'_> {
                 record.nonzeros = Some(s.accounting.nonzeros);
                 record.flops = Some(s.accounting.flops);
                 record.bops = Some(s.accounting.bops);
+                record.fidelity = s.fidelity;
+                record.rungs = s.rungs;
             }
             Err(reason) => {
                 record.state = TrialState::Failed;
@@ -668,11 +740,13 @@ pub fn run_with(
             .unwrap_or(0);
         let proposal =
             strategy.ask_feasible(&space.space, &history, trial_id, &|p| evaluator.feasible(p))?;
+        let stored = store.trials().to_vec();
         let record = evaluator.evaluate(
             &proposal.point,
             trial_id,
             proposal.strategy.unwrap_or(strategy.name()),
             proposal.generation,
+            &|| stored.clone(),
         );
         store.append(record.clone())?;
         tracing::info!(

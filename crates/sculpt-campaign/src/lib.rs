@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod halving;
 pub mod latency_check;
 pub mod observe;
 pub mod sensitivity;

@@ -470,7 +470,9 @@ pub fn objectives(record: &TrialRecord, objective: Objective) -> Option<Vec<f64>
         Objective::Size => record.size_bytes.map(|b| b as f64),
     };
     match (record.state, record.accuracy, second) {
-        (StoredState::Complete, Some(a), Some(x)) => Some(vec![1.0 - a, x]),
+        // A trial stopped by successive halving shows its low-fidelity score: strategies
+        // learn from it, while fronts take complete trials only.
+        (StoredState::Complete | StoredState::Stopped, Some(a), Some(x)) => Some(vec![1.0 - a, x]),
         _ => None,
     }
 }

@@ -139,6 +139,7 @@ pub fn compress_model(
             &logits,
             &config,
             on_epoch,
+            None,
         )?;
         (student, report.seconds)
     };

@@ -25,6 +25,8 @@ pub struct Status {
     pub failed: usize,
     pub infeasible: usize,
     pub diverged: usize,
+    /// Stopped early by successive halving.
+    pub stopped: usize,
     /// 1 while a run is going on, else 0.
     pub running: usize,
     pub stored: usize,
@@ -89,6 +91,7 @@ pub fn status(dir: &Path) -> Result<Status> {
         failed: count(TrialState::Failed),
         infeasible: count(TrialState::Infeasible),
         diverged: count(TrialState::Diverged),
+        stopped: count(TrialState::Stopped),
         running: usize::from(running),
         stored: trials.len(),
         budget,

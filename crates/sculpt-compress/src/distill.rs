@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor, D};
 use candle_nn::ops::log_softmax;
-use sculpt_nn::{Dataset, EpochStats, Graph, TrainConfig, TrainReport};
+use sculpt_nn::{Dataset, EpochGate, EpochStats, Graph, TrainConfig, TrainReport};
 
 use crate::error::Result;
 use crate::plan::{CompressionPlan, DistillKind, DistillPlan, Granularity, SparsitySchedule};
@@ -123,6 +123,33 @@ pub fn finetune(
     config: &TrainConfig,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(Graph, TrainReport)> {
+    finetune_gated(
+        student,
+        teacher,
+        train,
+        teacher_logits,
+        distill,
+        config,
+        on_epoch,
+        None,
+    )
+}
+
+/// [`finetune`], with a gate asked after every epoch but the last. The gate sees the
+/// student as fine-tuning would return it at that point (sparsity masks applied, weights
+/// on their quantization grids, no distillation adapters) and answers whether to go on;
+/// when it says no, the student of that epoch is returned.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_gated(
+    student: &Graph,
+    teacher: &Graph,
+    train: &Dataset,
+    teacher_logits: &Tensor,
+    distill: &DistillPlan,
+    config: &TrainConfig,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+    gate: Option<&mut EpochGate>,
+) -> Result<(Graph, TrainReport)> {
     if teacher_logits.dims().first() != Some(&train.len()) {
         return Err(crate::CompressError::Plan(format!(
             "the teacher's logits cover {:?} samples, the training set has {}",
@@ -201,15 +228,37 @@ pub fn finetune(
             None => Ok(w),
         }
     };
-    let report = sculpt_nn::train(&mut tuned, train, config, &objective, &view, on_epoch, None)?;
-    tuned
-        .params
-        .retain(|name, _| !name.starts_with(ADAPTER_PREFIX));
-    for (name, mask) in &masks {
-        let w = (tuned.param(name)? * mask)?;
-        tuned.params.insert(name.clone(), w);
-    }
-    Ok((crate::quantize::requantize(&tuned)?, report))
+    // What fine-tuning returns, from the weights trained so far.
+    let finish = |mut tuned: Graph| -> Result<Graph> {
+        tuned
+            .params
+            .retain(|name, _| !name.starts_with(ADAPTER_PREFIX));
+        for (name, mask) in &masks {
+            let w = (tuned.param(name)? * mask)?;
+            tuned.params.insert(name.clone(), w);
+        }
+        crate::quantize::requantize(&tuned)
+    };
+    let report = match gate {
+        Some(outer) => {
+            let mut inner = |epoch: usize, snapshot: &Graph| -> sculpt_nn::Result<bool> {
+                let student = finish(snapshot.clone()).map_err(to_nn)?;
+                outer(epoch, &student)
+            };
+            sculpt_nn::train_gated(
+                &mut tuned,
+                train,
+                config,
+                &objective,
+                &view,
+                on_epoch,
+                None,
+                Some(&mut inner),
+            )?
+        }
+        None => sculpt_nn::train(&mut tuned, train, config, &objective, &view, on_epoch, None)?,
+    };
+    Ok((finish(tuned)?, report))
 }
 
 /// Compresses `teacher` by `plan` and fine-tunes the result, reaching unstructured
@@ -240,12 +289,18 @@ pub fn compress_and_finetune(
         teacher_logits,
         config,
         on_epoch,
+        None,
     )
 }
 
 /// [`compress_and_finetune`] for a caller that already holds `compressed`, the result of
 /// [`crate::plan::compress`] on `teacher` by `plan` (to account or screen it first), so
 /// the passes do not run twice. The iterative and AGP schedules start from the teacher.
+///
+/// `gate` (see [`finetune_gated`]) is asked after the epochs of the last fine-tuning run:
+/// the only one of a one-shot plan, the rewinding run when the plan rewinds, else the
+/// last round of an iterative or AGP schedule. Its epochs count from that run's start.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune_plan(
     teacher: &Graph,
     compressed: &Graph,
@@ -254,6 +309,7 @@ pub fn finetune_plan(
     teacher_logits: &Tensor,
     config: &TrainConfig,
     on_epoch: &mut dyn FnMut(&EpochStats),
+    mut gate: Option<&mut EpochGate>,
 ) -> Result<(Graph, TrainReport)> {
     let schedule = plan.sparsify.schedule;
     let unstructured = plan
@@ -261,7 +317,7 @@ pub fn finetune_plan(
         .values()
         .any(|l| l.granularity == Granularity::Unstructured && l.sparsity > 0.0);
     if schedule == SparsitySchedule::OneShot || !unstructured {
-        let tuned = finetune(
+        let tuned = finetune_gated(
             compressed,
             teacher,
             train,
@@ -269,6 +325,11 @@ pub fn finetune_plan(
             &plan.distill,
             config,
             on_epoch,
+            if plan.sparsify.rewind {
+                None
+            } else {
+                gate.take()
+            },
         )?;
         return if plan.sparsify.rewind {
             rewind(
@@ -280,6 +341,7 @@ pub fn finetune_plan(
                 config,
                 on_epoch,
                 tuned.1,
+                gate,
             )
         } else {
             Ok(tuned)
@@ -315,7 +377,8 @@ pub fn finetune_plan(
         let mut round_config = config.clone();
         round_config.epochs = epochs;
         round_config.seed = config.seed.wrapping_add(k as u64);
-        let (tuned, report) = finetune(
+        let last_round = k == cycles && !plan.sparsify.rewind;
+        let (tuned, report) = finetune_gated(
             &graph,
             teacher,
             train,
@@ -323,6 +386,7 @@ pub fn finetune_plan(
             &plan.distill,
             &round_config,
             on_epoch,
+            if last_round { gate.take() } else { None },
         )?;
         seconds += report.seconds;
         last = Some(report);
@@ -346,6 +410,7 @@ pub fn finetune_plan(
             config,
             on_epoch,
             report,
+            gate,
         );
     }
     Ok((student, report))
@@ -363,6 +428,7 @@ fn rewind(
     config: &TrainConfig,
     on_epoch: &mut dyn FnMut(&EpochStats),
     earlier: TrainReport,
+    gate: Option<&mut EpochGate>,
 ) -> Result<(Graph, TrainReport)> {
     let mut dense = plan.clone();
     for l in dense.layers.values_mut() {
@@ -376,7 +442,7 @@ fn rewind(
         start.params.insert(name.clone(), w);
         start.spec.sparse.insert(name.clone());
     }
-    let (student, mut report) = finetune(
+    let (student, mut report) = finetune_gated(
         &start,
         teacher,
         train,
@@ -384,6 +450,7 @@ fn rewind(
         &plan.distill,
         config,
         on_epoch,
+        gate,
     )?;
     report.seconds += earlier.seconds;
     report.epochs += earlier.epochs;

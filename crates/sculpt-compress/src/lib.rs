@@ -19,7 +19,9 @@ pub mod sparsify;
 mod testing;
 
 pub use activations::{quantize_activations, ActivationOptions, Calibration};
-pub use distill::{compress_and_finetune, distillation_loss, finetune, finetune_plan};
+pub use distill::{
+    compress_and_finetune, distillation_loss, finetune, finetune_gated, finetune_plan,
+};
 pub use error::{CompressError, Result};
 pub use fold::{fold_batch_norm, foldable_pairs};
 pub use knobs::{knob, Knob, KnobKind, ParamValue, KNOBS};

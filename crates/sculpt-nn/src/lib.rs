@@ -18,7 +18,8 @@ pub use error::{NnError, Result};
 pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
 pub use ops::{ChannelRule, CostClass, OpDef};
 pub use train::{
-    accuracy, predict_logits, train, EpochStats, LossInput, Objective, TrainConfig, TrainReport,
+    accuracy, predict_logits, train, train_gated, EpochGate, EpochStats, LossInput, Objective,
+    TrainConfig, TrainReport,
 };
 
 /// The device every tensor lives on. The GPU is an optional later feature.

@@ -307,6 +307,38 @@ pub fn train(
     on_epoch: &mut dyn FnMut(&EpochStats),
     checkpoint: Option<&Checkpointing>,
 ) -> Result<TrainReport> {
+    train_gated(
+        graph,
+        data,
+        config,
+        loss_fn,
+        weight_view,
+        on_epoch,
+        checkpoint,
+        None,
+    )
+}
+
+/// Decides, after an epoch, whether training goes on: it sees the epoch just finished
+/// (counted from 1) and the graph with the weights reached so far, and answers `true` to
+/// continue. Successive halving scores a candidate here and stops the ones that are not
+/// promoted, keeping the full run's learning-rate schedule.
+pub type EpochGate<'a> = dyn FnMut(usize, &Graph) -> Result<bool> + 'a;
+
+/// [`train`], with a `gate` asked after every epoch but the last; when it answers
+/// `false`, training stops there and the graph keeps the weights reached
+/// ([`TrainReport::epochs_run`] says how many epochs ran).
+#[allow(clippy::too_many_arguments)]
+pub fn train_gated(
+    graph: &mut Graph,
+    data: &Dataset,
+    config: &TrainConfig,
+    loss_fn: &dyn Objective,
+    weight_view: &dyn Fn(&str, &Tensor) -> Result<Tensor>,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+    checkpoint: Option<&Checkpointing>,
+    mut gate: Option<&mut EpochGate>,
+) -> Result<TrainReport> {
     config.validate()?;
     let n = data.len();
     if n == 0 {
@@ -399,6 +431,8 @@ pub fn train(
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total_steps = config.epochs * steps_per_epoch;
     let mut order: Vec<u32> = (0..n as u32).collect();
+    // The epoch training ends after: the last, unless the gate stops it earlier.
+    let mut last_epoch = config.epochs;
     for epoch in start_epoch..config.epochs {
         let epoch_start = Instant::now();
         order.sort_unstable();
@@ -498,6 +532,24 @@ pub fn train(
                 });
             }
         }
+        if let Some(gate) = gate.as_mut().filter(|_| epoch + 1 < config.epochs) {
+            let mut snapshot = Graph {
+                spec: graph.spec.clone(),
+                params: graph.params.clone(),
+            };
+            for (name, var) in &optimizer.vars {
+                snapshot
+                    .params
+                    .insert(name.clone(), var.as_detached_tensor());
+            }
+            for (name, t) in buffers.borrow().iter() {
+                snapshot.params.insert(name.clone(), t.clone());
+            }
+            if !gate(epoch + 1, &snapshot)? {
+                last_epoch = epoch + 1;
+                break;
+            }
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     for (name, var) in &optimizer.vars {
@@ -506,7 +558,7 @@ pub fn train(
     for (name, t) in buffers.into_inner() {
         graph.params.insert(name, t);
     }
-    let epochs_run = config.epochs - start_epoch;
+    let epochs_run = last_epoch - start_epoch;
     Ok(TrainReport {
         epochs: config.epochs,
         epochs_run,

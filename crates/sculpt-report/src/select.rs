@@ -83,6 +83,8 @@ pub(crate) mod tests {
             bops: Some(200 * 32 * 32),
             duration_s: 1.0,
             error: None,
+            fidelity: None,
+            rungs: Vec::new(),
         }
     }
 

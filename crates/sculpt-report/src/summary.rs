@@ -50,22 +50,34 @@ pub fn render_summary(report: &Report) -> String {
         .iter()
         .filter(|t| t.state == sculpt_store::TrialState::Diverged)
         .count();
+    let stopped = trials
+        .iter()
+        .filter(|t| t.state == sculpt_store::TrialState::Stopped)
+        .count();
     let mut md = String::new();
     let _ = writeln!(md, "# {}: compression search summary\n", report.campaign);
     let _ = writeln!(
         md,
         "{} trials: {} complete, {} failed, {} screened out as over the latency budget before \
-         fine-tuning{}. Accuracy is measured on the validation split with sculpt's runtime; \
+         fine-tuning{}{}. Accuracy is measured on the validation split with sculpt's runtime; \
          latency comes from the latency model; size counts every weight at its bit width plus \
          its scales and zero points, the index of sparse weights, and f32 biases.\n",
         trials.len(),
         complete,
-        trials.len() - complete - infeasible - diverged,
+        trials.len() - complete - infeasible - diverged - stopped,
         infeasible,
         if diverged > 0 {
             format!(
                 ", {diverged} diverged in fine-tuning (the loss rose far above its start, or \
                  the student ended at chance accuracy; see their `error`)"
+            )
+        } else {
+            String::new()
+        },
+        if stopped > 0 {
+            format!(
+                ", {stopped} stopped early by successive halving (their accuracy is a \
+                 low-fidelity score, so they are left off the fronts)"
             )
         } else {
             String::new()

@@ -1,7 +1,8 @@
 //! The polars frame of a campaign's trials, in the documented column order:
 //! `trial_id, state, strategy, generation`, then one column per configuration parameter
 //! in the campaign's column order (`temperature, alpha, …, prune_<layer>…, bits_<layer>…`),
-//! then `accuracy, latency_ms, size_bytes, params, nonzeros, flops, bops, duration_s, error`.
+//! then `accuracy, latency_ms, size_bytes, params, nonzeros, flops, bops, duration_s, error`,
+//! then `fidelity` (epochs of fine-tuning behind the scores) and `rungs` (successive halving).
 
 use polars::prelude::*;
 
@@ -116,6 +117,29 @@ pub fn trials_frame(param_columns: &[String], trials: &[TrialRecord]) -> Result<
                 .iter()
                 .map(|t| t.error.as_deref())
                 .collect::<Vec<Option<&str>>>(),
+        ),
+        Column::new(
+            "fidelity".into(),
+            trials
+                .iter()
+                .map(|t| t.fidelity)
+                .collect::<Vec<Option<u32>>>(),
+        ),
+        // `epochs:accuracy` per rung reached, in order (`1:0.9123,3:0.9480`).
+        Column::new(
+            "rungs".into(),
+            trials
+                .iter()
+                .map(|t| {
+                    (!t.rungs.is_empty()).then(|| {
+                        t.rungs
+                            .iter()
+                            .map(|r| format!("{}:{:.4}", r.epochs, r.accuracy))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                })
+                .collect::<Vec<Option<String>>>(),
         ),
     ]);
     Ok(DataFrame::new(trials.len(), columns)?)

@@ -21,6 +21,6 @@ pub mod store;
 
 pub use error::{Result, StoreError};
 pub use frame::trials_frame;
-pub use record::{CampaignMeta, TeacherRecord, TrialRecord, TrialState};
+pub use record::{CampaignMeta, Rung, TeacherRecord, TrialRecord, TrialState};
 pub use sensitivity::{read_sensitivity, write_sensitivity, SensitivityRow, SENSITIVITY_FILE};
 pub use store::{Store, RUNS_FILE};

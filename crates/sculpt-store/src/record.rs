@@ -17,6 +17,10 @@ pub enum TrialState {
     /// started, or the student ended at chance accuracy. Its accuracy is kept, but it is
     /// never on a front.
     Diverged,
+    /// Stopped at a rung of successive halving: not among the best at that fidelity, so
+    /// its fine-tuning ended early. Its accuracy is the score at that rung (a low-fidelity
+    /// score), which strategies learn from, but it is never on a front.
+    Stopped,
 }
 
 impl TrialState {
@@ -26,6 +30,7 @@ impl TrialState {
             TrialState::Failed => "failed",
             TrialState::Infeasible => "infeasible",
             TrialState::Diverged => "diverged",
+            TrialState::Stopped => "stopped",
         }
     }
 }
@@ -57,6 +62,25 @@ pub struct TrialRecord {
     pub bops: Option<u64>,
     pub duration_s: f64,
     pub error: Option<String>,
+    /// The epochs of fine-tuning the trial's scores come from (its fidelity); absent for
+    /// trials that were not fine-tuned or were stored before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<u32>,
+    /// Every rung of successive halving the trial reached, in order, with its score there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<Rung>,
+}
+
+/// A trial's score at one rung of successive halving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    /// Epochs of fine-tuning at this rung.
+    pub epochs: u32,
+    /// Validation accuracy there.
+    pub accuracy: f64,
+    /// Whether the trial was promoted past it.
+    pub promoted: bool,
 }
 
 impl TrialRecord {

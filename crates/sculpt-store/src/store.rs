@@ -355,6 +355,8 @@ mod tests {
             bops: Some(640),
             duration_s: 1.5,
             error: (state == TrialState::Failed).then(|| "loss became NaN".to_string()),
+            fidelity: None,
+            rungs: Vec::new(),
         }
     }
 
@@ -521,7 +523,9 @@ mod tests {
                 "flops",
                 "bops",
                 "duration_s",
-                "error"
+                "error",
+                "fidelity",
+                "rungs"
             ]
         );
         assert_eq!(frame.height(), 2);
