@@ -207,7 +207,18 @@ enum Command {
         /// The number of trials; overrides the file's `trials`.
         #[arg(long)]
         trials: Option<usize>,
+        /// Evaluations at once, each in a `sculpt worker` process; overrides the file's
+        /// `workers` [default: 1, in this process, reproducible trial for trial].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// The seed; overrides the file's `seed` (it is part of the campaign's identity).
+        #[arg(long)]
+        seed: Option<u64>,
     },
+    /// Evaluate trials of a running parallel campaign: claim the next queued candidate
+    /// from DIR, compress, fine-tune and score it, report it, and go on until the
+    /// campaign's runner closes the folder. `sculpt run --workers N` starts these itself.
+    Worker { dir: PathBuf },
     /// Rewrite summary.md and pareto.svg of a campaign directory from its stored trials.
     Report {
         dir: PathBuf,
@@ -229,7 +240,8 @@ enum Command {
     Status {
         dir: PathBuf,
         /// Print one JSON object (`complete`, `failed`, `infeasible`, `diverged`,
-        /// `running`, `budget`, `elapsed_s`, `eta_s`, `hypervolume`, `front`).
+        /// `stopped`, `running`, `abandoned`, `queued`, `active`, `budget`, `elapsed_s`,
+        /// `eta_s`, `hypervolume`, `front`).
         #[arg(long)]
         json: bool,
     },
@@ -557,7 +569,20 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             force,
             time_budget,
             trials,
-        } => run(&campaign, out, force, time_budget, trials),
+            workers,
+            seed,
+        } => run(
+            &campaign,
+            out,
+            &RunFlags {
+                force,
+                time_budget,
+                trials,
+                workers,
+                seed,
+            },
+        ),
+        Command::Worker { dir } => worker(&dir),
         Command::Report { dir, budget_ms } => report(&dir, budget_ms),
         Command::Select {
             dir,
@@ -1262,22 +1287,81 @@ fn parse_duration_minutes(text: &str) -> Result<f64, String> {
     Ok(minutes)
 }
 
-fn run(
-    path: &Path,
-    out: Option<PathBuf>,
+/// The flags of `sculpt run` that override the campaign file.
+struct RunFlags {
     force: bool,
     time_budget: Option<f64>,
     trials: Option<usize>,
-) -> anyhow::Result<()> {
+    workers: Option<usize>,
+    seed: Option<u64>,
+}
+
+/// The default number of workers: one, evaluating in the runner's own process on every
+/// core (see the README for the measurement behind this choice).
+const DEFAULT_WORKERS: usize = 1;
+
+/// Starts `sculpt worker DIR` as a child, on its share of the cores, logging into
+/// DIR/work/worker-K.log.
+fn launch_worker(dir: &Path, k: usize, threads: usize) -> std::io::Result<std::process::Child> {
+    let exe = std::env::current_exe()?;
+    let log_path = dir.join("work").join(format!("worker-{k}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    std::process::Command::new(exe)
+        .arg("worker")
+        .arg(dir)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+}
+
+fn worker(dir: &Path) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(INTERRUPTED);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    let outcome = sculpt_campaign::work(dir, &stop)
+        .map_err(|e| in_context(e, || format!("worker in {}", dir.display())))?;
+    eprintln!("worker {}: {} trials", outcome.id, outcome.trials);
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::process::exit(INTERRUPTED);
+    }
+    Ok(())
+}
+
+fn run(path: &Path, out: Option<PathBuf>, flags: &RunFlags) -> anyhow::Result<()> {
     let mut campaign = Campaign::load(path)?;
-    // Command-line flags override the file; neither changes the campaign's identity.
-    if let Some(minutes) = time_budget {
+    // Command-line flags override the file; only the seed changes the campaign's
+    // identity.
+    if let Some(minutes) = flags.time_budget {
         campaign.max_minutes = Some(minutes);
     }
-    if let Some(n) = trials {
+    if let Some(n) = flags.trials {
         anyhow::ensure!(n >= 1, "--trials must be at least 1");
         campaign.trials = n;
     }
+    if let Some(seed) = flags.seed {
+        campaign.set_seed(seed);
+    }
+    let workers = flags
+        .workers
+        .or(campaign.workers)
+        .unwrap_or(DEFAULT_WORKERS);
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+    let threads = (sculpt_runtime::cores() / workers).max(1);
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&campaign.name));
     // The executor's events (run start and end, every trial, warnings) go to
     // DIR/campaign.log.
@@ -1303,8 +1387,19 @@ fn run(
         );
     })
     .context("installing the Ctrl-C handler")?;
-    let outcome = sculpt_campaign::run_with(&campaign, &out, &mut [&mut progress], &stop, force)
-        .map_err(|e| in_context(e, || format!("campaign {}", path.display())))?;
+    let launch = move |dir: &Path, k: usize| launch_worker(dir, k, threads);
+    let outcome = sculpt_campaign::run_opts(
+        &campaign,
+        &out,
+        &mut [&mut progress],
+        &stop,
+        &sculpt_campaign::RunOptions {
+            force: flags.force,
+            workers,
+            launch: Some(&launch),
+        },
+    )
+    .map_err(|e| in_context(e, || format!("campaign {}", path.display())))?;
     if let Some(reason) = &outcome.stopped_early {
         println!("stopped early: {reason}");
     }
@@ -1425,16 +1520,29 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         s.infeasible,
         s.diverged,
         s.stopped,
-        if s.running == 1 {
+        if s.active {
             format!(
-                "running for {:.0} s, about {:.0} s left",
+                "running for {:.0} s ({} in flight, {} queued), about {:.0} s left",
                 s.elapsed_s.unwrap_or(0.0),
+                s.running,
+                s.queued,
                 s.eta_s.unwrap_or(0.0)
             )
         } else {
             "not running".to_string()
         }
     );
+    if s.abandoned > 0 {
+        println!(
+            "{} trials abandoned by workers that stopped; they are queued again{}",
+            s.abandoned,
+            if s.active {
+                ""
+            } else {
+                " when the campaign resumes"
+            }
+        );
+    }
     if let Some(h) = s.hypervolume {
         println!("best hypervolume: {h:.4}");
     }

@@ -174,7 +174,9 @@ fn campaign_runs_resumes_and_reproduces() {
             "flops",
             "bops",
             "duration_s",
-            "error"
+            "error",
+            "fidelity",
+            "rungs"
         ]
     );
     assert_eq!(frame.height(), 6);
@@ -1379,4 +1381,162 @@ fn successive_halving_records_rungs_and_keeps_the_front_at_full_fidelity() {
     let again = tmp.path().join("again");
     run(&campaign, &again);
     assert_eq!(trials_without_time(&again), trials);
+}
+
+/// The pids of the `sculpt worker` processes serving `out`.
+fn worker_pids(out: &Path) -> Vec<u32> {
+    let want = out.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.len() >= 3 && args[1] == b"worker" && args[2] == want.as_bytes()).then_some(pid)
+        })
+        .collect()
+}
+
+fn journal_lines(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("trials.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Parallel workers: a campaign with `--workers 2` runs its trials in two `sculpt worker`
+/// processes and stores exactly its trial count; a worker pointed at a folder without a
+/// parallel campaign says so.
+#[test]
+fn two_workers_run_the_campaign() {
+    let tmp = tempfile::tempdir().unwrap();
+    let campaign = write(
+        tmp.path(),
+        "small.toml",
+        &SMALL.replace("trials = 6", "trials = 8"),
+    );
+    let out = tmp.path().join("out");
+    let output = sculpt(&[
+        "run",
+        campaign.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--workers",
+        "2",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trials = trials_without_time(&out);
+    let mut ids: Vec<u64> = trials
+        .iter()
+        .map(|t| t["trial_id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+    // Both workers took part, and all of them left.
+    let logs: Vec<String> = (0..2)
+        .map(|k| std::fs::read_to_string(out.join(format!("work/worker-{k}.log"))).unwrap())
+        .collect();
+    assert!(
+        logs.iter().all(|l| l.contains("trial finished")),
+        "{logs:?}"
+    );
+    assert!(worker_pids(&out).is_empty());
+    let lonely = tmp.path().join("lonely");
+    std::fs::create_dir(&lonely).unwrap();
+    let bad = sculpt(&["worker", lonely.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("holds no parallel campaign"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Crash safety end to end: the runner and its workers are SIGKILLed at several moments
+/// of a parallel campaign, and it is resumed each time. No stored trial is lost or
+/// changed, none is stored twice, and the final count equals the budget.
+#[test]
+fn sigkilled_runner_and_workers_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let budget = 24;
+    let text = SMALL
+        .replace("trials = 6", &format!("trials = {budget}"))
+        .replace("strategy = \"nsga2\"", "strategy = \"random\"");
+    let campaign = write(tmp.path(), "crash.toml", &text);
+    let out = tmp.path().join("out");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_sculpt"))
+            .args([
+                "run",
+                campaign.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--workers",
+                "2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut kept: Vec<String> = Vec::new();
+    // Kill after this many more stored trials; even rounds kill the runner, odd rounds the
+    // workers first and then the runner.
+    for (round, more) in [1usize, 3, 2, 4, 3].into_iter().enumerate() {
+        let mut runner = spawn();
+        let target = (journal_lines(&out).len() + more).min(budget - 4);
+        let started = std::time::Instant::now();
+        while journal_lines(&out).len() < target {
+            assert!(started.elapsed().as_secs() < 120, "round {round}: stuck");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if round % 2 == 1 {
+            // Every worker (some may be adopted from a runner killed earlier).
+            for pid in worker_pids(&out) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        runner.kill().unwrap();
+        runner.wait().unwrap();
+        let now = journal_lines(&out);
+        assert!(now.len() >= kept.len(), "round {round}: trials lost");
+        assert_eq!(
+            now[..kept.len()],
+            kept[..],
+            "round {round}: stored trials changed"
+        );
+        kept = now;
+    }
+    let mut runner = spawn();
+    assert!(runner.wait().unwrap().success());
+    let lines = journal_lines(&out);
+    assert_eq!(lines[..kept.len()], kept[..]);
+    let trials = trials_without_time(&out);
+    let mut ids: Vec<u64> = trials
+        .iter()
+        .map(|t| t["trial_id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), trials.len(), "a trial was stored twice");
+    assert_eq!(trials.len(), budget);
+    // Every kill landed mid-run: six starts, one end. A killed worker was replaced.
+    let runs = std::fs::read_to_string(out.join("runs.jsonl")).unwrap();
+    assert_eq!(runs.matches("\"event\":\"start\"").count(), 6, "{runs}");
+    assert_eq!(runs.matches("\"event\":\"end\"").count(), 1, "{runs}");
+    let log = std::fs::read_to_string(out.join("campaign.log")).unwrap();
+    assert!(log.contains("exited (signal: 9"), "{log}");
+    // The frame agrees with the journal.
+    let status = sculpt(&["status", out.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["stored"], budget as u64, "{v}");
 }

@@ -1136,6 +1136,16 @@ impl Campaign {
         })
     }
 
+    /// Sets the seed everywhere the file's `seed` goes: the data split, the teacher's
+    /// training and the fine-tuning (`sculpt run --seed`).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.finetune.seed = seed;
+        if let TeacherSource::Zoo { train, .. } = &mut self.teacher {
+            train.seed = seed;
+        }
+    }
+
     /// A digest of everything that changes what a stored trial means. The trial count and
     /// the time limit are left out, so a finished campaign can be extended.
     pub fn fingerprint(&self) -> String {

@@ -34,6 +34,8 @@ struct RunStart {
     trials: usize,
     max_minutes: Option<f64>,
     budget_ms: Option<f64>,
+    /// Evaluations at once.
+    workers: usize,
 }
 
 /// One run of a campaign, as `runs.jsonl` records it.
@@ -613,6 +615,48 @@ pub fn run_with(
     stop: &AtomicBool,
     force: bool,
 ) -> Result<RunOutcome> {
+    run_opts(
+        campaign,
+        out,
+        observers,
+        stop,
+        &RunOptions {
+            force,
+            workers: 1,
+            launch: None,
+        },
+    )
+}
+
+/// Starts one worker process (`sculpt worker DIR`) for the campaign folder; the second
+/// argument numbers the workers of a run from 0.
+pub type Launcher = dyn Fn(&Path, usize) -> std::io::Result<std::process::Child>;
+
+/// How a run goes about its trials.
+pub struct RunOptions<'a> {
+    /// Take over a folder of a changed campaign (`--force`).
+    pub force: bool,
+    /// Evaluations at once. With 1 the runner evaluates in its own process, one trial
+    /// after another, and the same seed gives the same trials. With more, each is a
+    /// worker process that `launch` starts, claiming trials from the folder.
+    pub workers: usize,
+    pub launch: Option<&'a Launcher>,
+}
+
+/// Runs `campaign` into `out` as `options` say; see [`run`].
+pub fn run_opts(
+    campaign: &Campaign,
+    out: &Path,
+    observers: &mut [&mut dyn Observer],
+    stop: &AtomicBool,
+    options: &RunOptions,
+) -> Result<RunOutcome> {
+    let force = options.force;
+    if options.workers > 1 && options.launch.is_none() {
+        return Err(CampaignError::Invalid(
+            "running with several workers needs a way to start them".into(),
+        ));
+    }
     let started = Instant::now();
     let started_at = unix_seconds();
     let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
@@ -640,7 +684,7 @@ pub fn run_with(
             o.on_phase(&format!("warning: {warning}"));
         }
     }
-    let mut warned = store.warnings().len();
+    let warned = store.warnings().len();
     tracing::info!(
         campaign = %campaign.name,
         stored = store.trials().len(),
@@ -656,6 +700,7 @@ pub fn run_with(
         trials: campaign.trials,
         max_minutes: campaign.max_minutes,
         budget_ms: campaign.budget_ms,
+        workers: options.workers,
     })?;
     // `touch DIR/STOP` ends the campaign cleanly after the trial in flight. One left by an
     // earlier run is cleared, since running again means going on.
@@ -708,76 +753,64 @@ pub fn run_with(
             campaign.trials.max(done_before),
         );
     }
-    let mut stopped_early = None;
-    while store.trials().len() < campaign.trials {
-        if stop.load(Ordering::SeqCst) {
-            stopped_early = Some("interrupted; run the campaign again to resume".to_string());
-            break;
-        }
-        if stop_file.exists() {
-            stopped_early = Some(format!(
-                "the stop file {} appeared; run the campaign again to resume",
-                stop_file.display()
-            ));
-            break;
-        }
-        if let Some(limit) = campaign.max_minutes {
-            if started.elapsed().as_secs_f64() > limit * 60.0 {
-                stopped_early = Some(format!("time limit of {limit} minutes reached"));
-                break;
-            }
-        }
-        let history: Vec<_> = store
-            .trials()
-            .iter()
-            .map(|t| trial_view(t, &space, campaign.objective, campaign.budget_ms))
-            .collect();
-        let trial_id = store
-            .trials()
-            .iter()
-            .map(|t| t.trial_id + 1)
-            .max()
-            .unwrap_or(0);
-        let proposal =
-            strategy.ask_feasible(&space.space, &history, trial_id, &|p| evaluator.feasible(p))?;
-        let stored = store.trials().to_vec();
-        let record = evaluator.evaluate(
-            &proposal.point,
-            trial_id,
-            proposal.strategy.unwrap_or(strategy.name()),
-            proposal.generation,
-            &|| stored.clone(),
-        );
-        store.append(record.clone())?;
-        tracing::info!(
-            trial = record.trial_id,
-            state = record.state.as_str(),
-            strategy = %record.strategy,
-            accuracy = record.accuracy,
-            latency_ms = record.latency_ms,
-            size_bytes = record.size_bytes,
-            seconds = record.duration_s,
-            error = record.error.as_deref().unwrap_or(""),
-            "trial stored"
-        );
-        for warning in &store.warnings()[warned..] {
-            tracing::warn!("{warning}");
+    let work = crate::workers::WorkDir::open(out)?;
+    // Trials that workers of an earlier run finished are stored first.
+    let mut warned = warned;
+    collect_finished(
+        &work,
+        &mut store,
+        strategy.as_mut(),
+        &space,
+        campaign,
+        &teacher_record,
+        observers,
+        &mut warned,
+    )?;
+    let stopped_early = if options.workers > 1 {
+        run_parallel(
+            &Parallel {
+                campaign,
+                out,
+                space: &space,
+                evaluator: &evaluator,
+                teacher: &teacher_record,
+                stop,
+                stop_file: &stop_file,
+                started,
+                workers: options.workers,
+                launch: options.launch.expect("checked above"),
+                work: &work,
+            },
+            &mut store,
+            strategy.as_mut(),
+            observers,
+            &mut warned,
+        )?
+    } else {
+        // Candidates an earlier parallel run queued, or left claimed, are asked again.
+        let dropped = work.clear_queue() + work.requeue_stale(std::time::Duration::ZERO).len();
+        let _ = work.clear_queue();
+        if dropped > 0 {
             for o in observers.iter_mut() {
-                o.on_phase(&format!("warning: {warning}"));
+                o.on_phase(&format!(
+                    "{dropped} candidates an earlier parallel run had not finished are asked again"
+                ));
             }
         }
-        warned = store.warnings().len();
-        strategy.tell(&trial_view(
-            &record,
+        run_sequential(
+            campaign,
             &space,
-            campaign.objective,
-            campaign.budget_ms,
-        ));
-        let p = progress(campaign, store.trials(), &teacher_record);
-        for o in observers.iter_mut() {
-            o.on_trial(&record, &p);
-        }
-    }
+            &evaluator,
+            &teacher_record,
+            stop,
+            &stop_file,
+            started,
+            &mut store,
+            strategy.as_mut(),
+            observers,
+            &mut warned,
+        )?
+    };
     let p = progress(campaign, store.trials(), &teacher_record);
     for o in observers.iter_mut() {
         o.on_finish(&p);
@@ -824,4 +857,434 @@ pub fn run_with(
         summary,
         figure,
     })
+}
+
+/// Why the run should stop now, if it should: Ctrl-C, the stop file, or the time limit.
+fn should_stop(
+    campaign: &Campaign,
+    stop: &AtomicBool,
+    stop_file: &Path,
+    started: Instant,
+) -> Option<String> {
+    if stop.load(Ordering::SeqCst) {
+        return Some("interrupted; run the campaign again to resume".to_string());
+    }
+    if stop_file.exists() {
+        return Some(format!(
+            "the stop file {} appeared; run the campaign again to resume",
+            stop_file.display()
+        ));
+    }
+    if let Some(limit) = campaign.max_minutes {
+        if started.elapsed().as_secs_f64() > limit * 60.0 {
+            return Some(format!("time limit of {limit} minutes reached"));
+        }
+    }
+    None
+}
+
+/// Stores a finished trial, logs it, tells the strategy and the observers.
+#[allow(clippy::too_many_arguments)]
+fn store_trial(
+    record: TrialRecord,
+    store: &mut Store,
+    strategy: &mut dyn Strategy,
+    space: &CampaignSpace,
+    campaign: &Campaign,
+    teacher: &TeacherRecord,
+    observers: &mut [&mut dyn Observer],
+    warned: &mut usize,
+) -> Result<()> {
+    store.append(record.clone())?;
+    tracing::info!(
+        trial = record.trial_id,
+        state = record.state.as_str(),
+        strategy = %record.strategy,
+        accuracy = record.accuracy,
+        latency_ms = record.latency_ms,
+        size_bytes = record.size_bytes,
+        seconds = record.duration_s,
+        error = record.error.as_deref().unwrap_or(""),
+        "trial stored"
+    );
+    for warning in &store.warnings()[*warned..] {
+        tracing::warn!("{warning}");
+        for o in observers.iter_mut() {
+            o.on_phase(&format!("warning: {warning}"));
+        }
+    }
+    *warned = store.warnings().len();
+    strategy.tell(&trial_view(
+        &record,
+        space,
+        campaign.objective,
+        campaign.budget_ms,
+    ));
+    let p = progress(campaign, store.trials(), teacher);
+    for o in observers.iter_mut() {
+        o.on_trial(&record, &p);
+    }
+    Ok(())
+}
+
+/// Stores the trials workers have finished and not yet handed over. A trial finished
+/// twice (by a worker taken for dead) is stored once.
+#[allow(clippy::too_many_arguments)]
+fn collect_finished(
+    work: &crate::workers::WorkDir,
+    store: &mut Store,
+    strategy: &mut dyn Strategy,
+    space: &CampaignSpace,
+    campaign: &Campaign,
+    teacher: &TeacherRecord,
+    observers: &mut [&mut dyn Observer],
+    warned: &mut usize,
+) -> Result<()> {
+    for (record, file) in work.finished() {
+        let id = record.trial_id;
+        if store.trials().iter().any(|t| t.trial_id == id) {
+            tracing::warn!("trial {id} was finished twice; the first is kept");
+        } else {
+            store_trial(
+                record, store, strategy, space, campaign, teacher, observers, warned,
+            )?;
+        }
+        work.collected(id, &file);
+    }
+    Ok(())
+}
+
+/// The next free trial id.
+fn next_id(store: &Store, work: &crate::workers::WorkDir) -> u64 {
+    let stored = store.trials().iter().map(|t| t.trial_id + 1).max();
+    let elsewhere = work.max_id().map(|id| id + 1);
+    stored.max(elsewhere).unwrap_or(0)
+}
+
+/// One trial after another in this process.
+#[allow(clippy::too_many_arguments)]
+fn run_sequential(
+    campaign: &Campaign,
+    space: &CampaignSpace,
+    evaluator: &Evaluator,
+    teacher: &TeacherRecord,
+    stop: &AtomicBool,
+    stop_file: &Path,
+    started: Instant,
+    store: &mut Store,
+    strategy: &mut dyn Strategy,
+    observers: &mut [&mut dyn Observer],
+    warned: &mut usize,
+) -> Result<Option<String>> {
+    while store.trials().len() < campaign.trials {
+        if let Some(why) = should_stop(campaign, stop, stop_file, started) {
+            return Ok(Some(why));
+        }
+        let history: Vec<_> = store
+            .trials()
+            .iter()
+            .map(|t| trial_view(t, space, campaign.objective, campaign.budget_ms))
+            .collect();
+        let trial_id = store
+            .trials()
+            .iter()
+            .map(|t| t.trial_id + 1)
+            .max()
+            .unwrap_or(0);
+        let proposal =
+            strategy.ask_feasible(&space.space, &history, trial_id, &|p| evaluator.feasible(p))?;
+        let stored = store.trials().to_vec();
+        let record = evaluator.evaluate(
+            &proposal.point,
+            trial_id,
+            proposal.strategy.unwrap_or(strategy.name()),
+            proposal.generation,
+            &|| stored.clone(),
+        );
+        store_trial(
+            record, store, strategy, space, campaign, teacher, observers, warned,
+        )?;
+    }
+    Ok(None)
+}
+
+/// What the parallel runner holds fixed.
+struct Parallel<'a> {
+    campaign: &'a Campaign,
+    out: &'a Path,
+    space: &'a CampaignSpace,
+    evaluator: &'a Evaluator<'a>,
+    teacher: &'a TeacherRecord,
+    stop: &'a AtomicBool,
+    stop_file: &'a Path,
+    started: Instant,
+    workers: usize,
+    launch: &'a Launcher,
+    work: &'a crate::workers::WorkDir,
+}
+
+/// The runner of a parallel campaign: it keeps one candidate per worker queued or
+/// claimed, stores what the workers finish, queues again the claims of dead workers and
+/// starts replacements. When it must stop, no new candidate is queued, the unclaimed ones
+/// are dropped, and the trials in flight finish.
+fn run_parallel(
+    p: &Parallel,
+    store: &mut Store,
+    strategy: &mut dyn Strategy,
+    observers: &mut [&mut dyn Observer],
+    warned: &mut usize,
+) -> Result<Option<String>> {
+    use crate::workers::{RunInfo, WorkItem, STALE_AFTER};
+    let (campaign, work) = (p.campaign, p.work);
+    work.reopen()?;
+    work.write_run(&RunInfo {
+        campaign: std::fs::canonicalize(&campaign.path).unwrap_or(campaign.path.clone()),
+        seed: campaign.seed,
+        fingerprint: store.meta().fingerprint.clone(),
+        runner_pid: std::process::id(),
+    })?;
+    let launch = |k: usize| -> Result<std::process::Child> {
+        (p.launch)(p.out, k).map_err(|e| CampaignError::Io {
+            path: p.out.to_path_buf(),
+            cause: e,
+        })
+    };
+    let mut children = (0..p.workers).map(launch).collect::<Result<Vec<_>>>()?;
+    tracing::info!(workers = p.workers, "workers started");
+    let mut restarts = 0usize;
+    let mut stopping: Option<String> = None;
+    let outcome = loop {
+        collect_finished(
+            work, store, strategy, p.space, campaign, p.teacher, observers, warned,
+        )?;
+        for id in work.requeue_stale(STALE_AFTER) {
+            let message = format!(
+                "trial {id} was abandoned by its worker (no heartbeat for {} s); queued again",
+                STALE_AFTER.as_secs()
+            );
+            tracing::warn!("{message}");
+            for o in observers.iter_mut() {
+                o.on_phase(&message);
+            }
+        }
+        if stopping.is_none() {
+            if let Some(why) = should_stop(campaign, p.stop, p.stop_file, p.started) {
+                // Workers finish the trial in hand and leave; unclaimed candidates go.
+                work.close()?;
+                work.clear_queue();
+                stopping = Some(why);
+            }
+        }
+        let claims = work.claims();
+        let queued = work.queued();
+        let stored = store.trials().len();
+        let all_exited = children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if stopping.is_some() && (claims.is_empty() || all_exited) {
+            break stopping.clone();
+        }
+        if stopping.is_none() && stored >= campaign.trials && claims.is_empty() && queued.is_empty()
+        {
+            break None;
+        }
+        if stopping.is_none() {
+            let mut pending: Vec<WorkItem> =
+                claims.into_iter().map(|c| c.item).chain(queued).collect();
+            // Trials a worker finished since they were collected count as in flight: they
+            // left the claims and are not stored yet.
+            let finished = work
+                .finished()
+                .into_iter()
+                .filter(|(t, _)| !pending.iter().any(|i| i.trial_id == t.trial_id))
+                .count();
+            while stored + finished + pending.len() < campaign.trials && pending.len() < p.workers {
+                let mut history: Vec<_> = store
+                    .trials()
+                    .iter()
+                    .map(|t| trial_view(t, p.space, campaign.objective, campaign.budget_ms))
+                    .collect();
+                history.extend(pending.iter().map(|item| sculpt_search::TrialView {
+                    trial_id: item.trial_id,
+                    point: item.point.clone(),
+                    generation: item.generation,
+                    state: sculpt_search::TrialState::Pending,
+                    objectives: None,
+                    constraint_violation: 0.0,
+                }));
+                let trial_id = next_id(store, work)
+                    .max(pending.iter().map(|i| i.trial_id + 1).max().unwrap_or(0));
+                let proposal = strategy.ask_feasible(&p.space.space, &history, trial_id, &|x| {
+                    p.evaluator.feasible(x)
+                })?;
+                let item = WorkItem {
+                    trial_id,
+                    point: proposal.point,
+                    strategy: proposal.strategy.unwrap_or(strategy.name()).to_string(),
+                    generation: proposal.generation,
+                    worker: None,
+                };
+                work.enqueue(&item)?;
+                pending.push(item);
+            }
+            // A worker that died is replaced; one that keeps dying stops the campaign.
+            for (k, child) in children.iter_mut().enumerate() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    restarts += 1;
+                    if restarts > 3 * p.workers {
+                        work.close()?;
+                        return Err(CampaignError::Invalid(format!(
+                            "workers keep dying ({restarts} restarts, the last with {status}); see {}",
+                            p.out.join("work").display()
+                        )));
+                    }
+                    let message = format!("worker {k} exited ({status}); starting another");
+                    tracing::warn!("{message}");
+                    for o in observers.iter_mut() {
+                        o.on_phase(&message);
+                    }
+                    *child = launch(k)?;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    work.close()?;
+    // Workers leave once the folder is closed; the ones that do not are stopped.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    for child in children.iter_mut() {
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    // Whatever finished meanwhile is stored.
+    collect_finished(
+        work, store, strategy, p.space, campaign, p.teacher, observers, warned,
+    )?;
+    Ok(outcome)
+}
+
+/// What a worker did.
+#[derive(Debug, Clone)]
+pub struct WorkerOutcome {
+    pub id: String,
+    pub trials: usize,
+}
+
+/// A worker: claims candidates from the campaign folder `out` one at a time, evaluates
+/// each (compress, fine-tune, score) and reports it, until the runner closes the folder,
+/// the runner is gone, or `stop` is raised (the trial in hand is finished first).
+pub fn work(out: &Path, stop: &AtomicBool) -> Result<WorkerOutcome> {
+    use crate::workers::{alive, WorkDir, HEARTBEAT_EVERY};
+    let work = WorkDir::existing(out).ok_or_else(|| {
+        CampaignError::Invalid(format!(
+            "{} holds no parallel campaign (no work/ folder); `sculpt run CAMPAIGN --workers N` starts one",
+            out.display()
+        ))
+    })?;
+    let run = work.read_run()?;
+    let mut campaign = Campaign::load(&run.campaign)?;
+    campaign.set_seed(run.seed);
+    let fingerprint = fingerprint(&campaign)?;
+    if fingerprint != run.fingerprint {
+        return Err(CampaignError::Invalid(format!(
+            "{} changed since the campaign in {} started (fingerprint {fingerprint}, the run's {}); restart the run",
+            run.campaign.display(),
+            out.display(),
+            run.fingerprint
+        )));
+    }
+    let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
+    let teacher = match &campaign.teacher {
+        TeacherSource::Weights(dir) => sculpt_nn::io::load(dir)?,
+        TeacherSource::Zoo { .. } => {
+            let dir = out.join("teacher");
+            if !dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
+                return Err(CampaignError::Invalid(format!(
+                    "the teacher is not trained yet ({} is missing); the runner trains it before starting workers",
+                    dir.display()
+                )));
+            }
+            sculpt_nn::io::load(&dir)?
+        }
+    };
+    let space = search_space(&campaign, &teacher)?;
+    let latency = latency_model(&campaign)?;
+    let teacher_logits = sculpt_nn::predict_logits(&teacher, &splits.train)?;
+    let evaluator = Evaluator {
+        campaign: &campaign,
+        space: &space,
+        teacher: &teacher,
+        splits: &splits,
+        teacher_logits: &teacher_logits,
+        latency: latency.as_ref(),
+    };
+    let id = crate::workers::worker_id();
+    tracing::info!(worker = %id, "worker started");
+    let mut trials = 0;
+    let mut runner = run.runner_pid;
+    loop {
+        if stop.load(Ordering::SeqCst) || work.is_closed() {
+            break;
+        }
+        if !alive(runner) {
+            // A new runner may have taken over the folder.
+            match work.read_run() {
+                Ok(r) if alive(r.runner_pid) && r.fingerprint == run.fingerprint => {
+                    runner = r.runner_pid
+                }
+                _ => break,
+            }
+        }
+        let Some(item) = work.claim(&id)? else {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            continue;
+        };
+        let done = AtomicBool::new(false);
+        let record = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut last = Instant::now();
+                while !done.load(Ordering::SeqCst) {
+                    if last.elapsed() >= HEARTBEAT_EVERY {
+                        work.heartbeat(item.trial_id);
+                        last = Instant::now();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+            // Successive halving compares with the stored trials and the ones finished
+            // but not yet stored.
+            let competitors = || {
+                let mut all = Store::read(out).map(|(_, t)| t).unwrap_or_default();
+                for (t, _) in work.finished() {
+                    if !all.iter().any(|s| s.trial_id == t.trial_id) {
+                        all.push(t);
+                    }
+                }
+                all
+            };
+            let record = evaluator.evaluate(
+                &item.point,
+                item.trial_id,
+                &item.strategy,
+                item.generation,
+                &competitors,
+            );
+            done.store(true, Ordering::SeqCst);
+            record
+        });
+        work.finish(&record)?;
+        tracing::info!(
+            trial = record.trial_id,
+            state = record.state.as_str(),
+            seconds = record.duration_s,
+            "trial finished"
+        );
+        trials += 1;
+    }
+    Ok(WorkerOutcome { id, trials })
 }

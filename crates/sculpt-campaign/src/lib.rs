@@ -15,12 +15,16 @@ pub mod space;
 pub mod standalone;
 pub mod status;
 pub mod teacher;
+pub mod workers;
 
 pub use config::{
     Campaign, KnobDomain, KnobSearch, LatencyChoice, Objective, StrategyKind, TeacherSource,
 };
 pub use error::{CampaignError, Result};
-pub use executor::{evaluate_teacher, latency_model, run, run_with, runtime_accuracy, RunOutcome};
+pub use executor::{
+    evaluate_teacher, latency_model, run, run_opts, run_with, runtime_accuracy, work, Launcher,
+    RunOptions, RunOutcome, WorkerOutcome,
+};
 pub use observe::{Observer, Progress, ProgressBar};
 pub use space::{search_space, trial_view, CampaignSpace, Coordinate};
 pub use standalone::{

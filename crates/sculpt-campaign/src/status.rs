@@ -27,8 +27,16 @@ pub struct Status {
     pub diverged: usize,
     /// Stopped early by successive halving.
     pub stopped: usize,
-    /// 1 while a run is going on, else 0.
+    /// Trials being evaluated now: the claims of a parallel run whose workers are alive,
+    /// or 1 while a sequential run goes on.
     pub running: usize,
+    /// Claims whose worker stopped its heartbeat: queued again by the runner (at once if
+    /// it is running, else when the campaign resumes).
+    pub abandoned: usize,
+    /// Candidates waiting for a worker.
+    pub queued: usize,
+    /// Whether a run is going on.
+    pub active: bool,
     pub stored: usize,
     /// The last run's trial count.
     pub budget: Option<usize>,
@@ -72,10 +80,23 @@ pub fn status(dir: &Path) -> Result<Status> {
     let mean = (!trials.is_empty())
         .then(|| trials.iter().map(|t| t.duration_s).sum::<f64>() / trials.len() as f64);
     let eta = match (budget, mean) {
-        (Some(b), Some(m)) if running => Some(b.saturating_sub(trials.len()) as f64 * m),
+        (Some(b), Some(m)) if running => {
+            let workers = start
+                .and_then(|s| s["workers"].as_u64())
+                .unwrap_or(1)
+                .max(1);
+            Some(b.saturating_sub(trials.len()) as f64 * m / workers as f64)
+        }
         _ => None,
     };
     let teacher = Store::read_teacher(dir).ok();
+    let work = crate::workers::WorkDir::existing(dir);
+    let claims = work.as_ref().map(|w| w.claims()).unwrap_or_default();
+    let stale = crate::workers::STALE_AFTER.as_secs_f64();
+    let (in_flight, silent): (Vec<_>, Vec<_>) =
+        claims.iter().partition(|c| running && c.silent_for < stale);
+    let abandoned = silent.len();
+    let queued = work.as_ref().map_or(0, |w| w.queued().len());
     let front = sculpt_report::pareto_indices(&trials)
         .into_iter()
         .map(|i| FrontMember {
@@ -92,7 +113,14 @@ pub fn status(dir: &Path) -> Result<Status> {
         infeasible: count(TrialState::Infeasible),
         diverged: count(TrialState::Diverged),
         stopped: count(TrialState::Stopped),
-        running: usize::from(running),
+        running: if in_flight.is_empty() {
+            usize::from(running)
+        } else {
+            in_flight.len()
+        },
+        abandoned,
+        queued,
+        active: running,
         stored: trials.len(),
         budget,
         budget_ms: start.and_then(|s| s["budget_ms"].as_f64()),

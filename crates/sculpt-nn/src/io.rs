@@ -24,8 +24,7 @@ pub fn save(graph: &Graph, dir: &Path) -> Result<()> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    sync(&tmp)?;
+    save_tensors(&tensors, &tmp)?;
     std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
         .map_err(|e| NnError::io(dir.join(WEIGHTS_FILE), e))?;
     let spec = toml::to_string_pretty(&graph.spec).map_err(|e| NnError::Spec {
@@ -83,6 +82,21 @@ pub fn load(dir: &Path) -> Result<Graph> {
         .collect();
     check_params(&spec, &params, &weights)?;
     Graph::new(spec, params)
+}
+
+/// Writes `tensors` to `path` as safetensors, synced. A failed write (a full disk) names
+/// the file and removes what was written of it.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let bytes =
+        safetensors::tensor::serialize(tensors.iter(), None).map_err(|e| NnError::Spec {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if let Err(e) = std::fs::write(path, bytes) {
+        let _ = std::fs::remove_file(path);
+        return Err(NnError::io(path, e));
+    }
+    sync(path)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never

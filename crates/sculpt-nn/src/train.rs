@@ -512,8 +512,7 @@ pub fn train_gated(
                 serde_json::to_string_pretty(&meta).map_err(|e| NnError::Config(e.to_string()))?;
             crate::io::write_atomic(&ck.dir.join(CHECKPOINT_META), text.as_bytes())?;
             let tmp = ck.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-            candle_core::safetensors::save(&tensors, &tmp)?;
-            crate::io::sync(&tmp)?;
+            crate::io::save_tensors(&tensors, &tmp)?;
             std::fs::rename(&tmp, ck.dir.join(CHECKPOINT_FILE))
                 .map_err(|e| NnError::io(ck.dir, e))?;
         }

@@ -26,6 +26,17 @@ pub enum StoreError {
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("{}", .0)]
     OtherCampaign(Box<OtherCampaign>),
+    /// The disk is full (or the quota reached) while storing a trial: nothing stored
+    /// before is touched, and the trial being stored is not half-written.
+    #[error(
+        "the disk holding {path} is full ({cause}): trial {trial} could not be stored. The {stored} trials stored before it are intact; free some space and run the campaign again to resume"
+    )]
+    DiskFull {
+        path: PathBuf,
+        trial: u64,
+        stored: usize,
+        cause: std::io::Error,
+    },
     #[error("trial {0} is already stored; finished trials are immutable")]
     DuplicateTrial(u64),
     #[error("polars: {0}")]

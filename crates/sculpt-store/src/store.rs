@@ -169,10 +169,34 @@ impl Store {
             message: e.to_string(),
         })?;
         line.push('\n');
-        self.journal
+        let before = self.journal.metadata().map(|m| m.len()).ok();
+        if let Err(e) = self
+            .journal
             .write_all(line.as_bytes())
             .and_then(|_| self.journal.sync_data())
-            .map_err(|e| io(&path, e))?;
+        {
+            // A line written in part is cut off again, so the journal ends on a whole
+            // line (reading would also drop a torn tail, but a later append must not
+            // follow one).
+            if let Some(len) = before {
+                let _ = self.journal.set_len(len);
+                let _ = self.journal.sync_all();
+            }
+            let full = matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+            return Err(if full {
+                StoreError::DiskFull {
+                    path,
+                    trial: trial.trial_id,
+                    stored: self.trials.len(),
+                    cause: e,
+                }
+            } else {
+                io(&path, e)
+            });
+        }
         self.trials.push(trial);
         if let Err(e) = self.write_parquet() {
             let _ = std::fs::remove_file(self.dir.join(format!("{PARQUET_FILE}.tmp")));
@@ -488,6 +512,43 @@ mod tests {
         std::fs::write(dir.path().join(JOURNAL_FILE), "garbage\n{}\n").unwrap();
         let err = Store::open(dir.path(), meta()).err().unwrap().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    /// A full disk (the kernel's ENOSPC, from /dev/full) while storing a trial gives one
+    /// clear error, and leaves the journal and the trials stored before it whole.
+    #[test]
+    fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), meta()).unwrap();
+        store.append(trial(0, TrialState::Complete)).unwrap();
+        store.append(trial(1, TrialState::Failed)).unwrap();
+        let journal = std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap();
+        store.journal = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let err = store.append(trial(2, TrialState::Complete)).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::DiskFull {
+                trial: 2,
+                stored: 2,
+                ..
+            }
+        ));
+        let message = err.to_string();
+        assert!(message.contains("is full"), "{message}");
+        assert!(
+            message.contains("2 trials stored before it are intact"),
+            "{message}"
+        );
+        assert!(message.contains("trials.jsonl"), "{message}");
+        assert_eq!(store.trials().len(), 2);
+        drop(store);
+        assert_eq!(
+            std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap(),
+            journal
+        );
+        let store = Store::open(dir.path(), meta()).unwrap();
+        assert_eq!(store.trials().len(), 2);
+        assert!(store.warnings().is_empty());
     }
 
     #[test]
