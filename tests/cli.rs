@@ -22,6 +22,7 @@ epochs = 2
 strategy = "nsga2"
 trials = 6
 population = 4
+workers = 1          # in process: the tests compare runs trial for trial
 
 [search.temperature]
 low = 1.0

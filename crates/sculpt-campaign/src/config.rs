@@ -1189,6 +1189,66 @@ mod tests {
     }
 
     #[test]
+    fn halving_and_workers_are_read_and_checked() {
+        let text = format!(
+            "{}\n[halving]\nmin_epochs = 2\nreduction_factor = 4\nbrackets = 2\n",
+            QUICKSTART.replace("trials = 80", "trials = 80\nworkers = 2")
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.halving,
+            Some(crate::halving::Halving {
+                min_epochs: 2,
+                reduction_factor: 4,
+                brackets: 2
+            })
+        );
+        assert_eq!(c.workers, Some(2));
+        // Workers do not change what a trial means; halving does.
+        let plain = parse(QUICKSTART).unwrap();
+        let mut one = c.clone();
+        one.workers = Some(1);
+        assert_eq!(one.fingerprint(), c.fingerprint());
+        assert_ne!(plain.fingerprint(), c.fingerprint());
+        let cases = [
+            (
+                "reduction_factor = 4",
+                "reduction_factor = 1",
+                "halving.reduction_factor",
+                "at least 2",
+            ),
+            (
+                "min_epochs = 2",
+                "min_epochs = 10",
+                "halving.min_epochs",
+                "before the end of fine-tuning",
+            ),
+            (
+                "brackets = 2",
+                "brackets = 0",
+                "halving.brackets",
+                "at least 1",
+            ),
+            (
+                "min_epochs = 2",
+                "min_epoch = 2",
+                "min_epoch",
+                "did you mean `min_epochs`?",
+            ),
+            ("workers = 2", "workers = 0", "search.workers", "at least 1"),
+        ];
+        for (from, to, field, says) in cases {
+            let bad = text.replace(from, to);
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(says), "{to}: {err}");
+            assert!(
+                err.contains(&format!(":{}:", line_of(&bad, to))),
+                "{to}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn quickstart_parses() {
         let c = parse(QUICKSTART).unwrap();
         assert_eq!(c.name, "quickstart");

@@ -231,15 +231,34 @@ impl Optimizer {
             let w = var.as_tensor();
             match self.kind {
                 OptimizerKind::AdamW => {
-                    let m = ((&self.first[i] * BETA1)? + (grad * (1.0 - BETA1))?)?;
-                    let v = ((&self.second[i] * BETA2)? + (grad.sqr()? * (1.0 - BETA2))?)?;
-                    let m_hat = (&m / (1.0 - BETA1.powi(t)))?;
-                    let v_hat = (&v / (1.0 - BETA2.powi(t)))?;
-                    let decayed = (w * (1.0 - rate * self.weight_decay))?;
-                    let update = (m_hat / (v_hat.sqrt()? + EPS)?)?;
-                    var.set(&(decayed - (update * rate)?)?)?;
-                    self.first[i] = m;
-                    self.second[i] = v;
+                    // Three passes in place (the moments, then the weights), where the
+                    // tensor expressions took a dozen passes, each allocating.
+                    let grad = grad.contiguous()?;
+                    self.first[i].inplace_op2(
+                        &grad,
+                        &Moment {
+                            beta: BETA1 as f32,
+                            squared: false,
+                        },
+                    )?;
+                    self.second[i].inplace_op2(
+                        &grad,
+                        &Moment {
+                            beta: BETA2 as f32,
+                            squared: true,
+                        },
+                    )?;
+                    w.inplace_op3(
+                        &self.first[i],
+                        &self.second[i],
+                        &AdamWUpdate {
+                            rate: rate as f32,
+                            decay: (1.0 - rate * self.weight_decay) as f32,
+                            correction1: (1.0 - BETA1.powi(t)) as f32,
+                            correction2: (1.0 - BETA2.powi(t)) as f32,
+                            eps: EPS as f32,
+                        },
+                    )?;
                 }
                 OptimizerKind::Sgd { momentum } => {
                     let g = if self.weight_decay > 0.0 {
@@ -256,6 +275,107 @@ impl Optimizer {
                     self.first[i] = velocity;
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// The contiguous f32 values of a CPU tensor's storage.
+fn values<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("{op}: needs a contiguous f32 tensor"),
+    }
+}
+
+fn values_mut<'a>(
+    storage: &'a mut candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
+        _ => candle_core::bail!("{op}: needs a contiguous f32 tensor"),
+    }
+}
+
+/// An AdamW moment updated in place from the gradient: `m = β m + (1 - β) g`, or with
+/// `squared`, `v = β v + (1 - β) g²`.
+struct Moment {
+    beta: f32,
+    squared: bool,
+}
+
+impl candle_core::InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let m = values_mut(s1, l1, self.name())?;
+        let g = values(s2, l2, self.name())?;
+        if m.len() != g.len() {
+            candle_core::bail!(
+                "adamw-moment: {} moments for {} gradients",
+                m.len(),
+                g.len()
+            );
+        }
+        let (b, c) = (self.beta, 1.0 - self.beta);
+        if self.squared {
+            m.iter_mut()
+                .zip(g)
+                .for_each(|(m, g)| *m = b * *m + c * g * g);
+        } else {
+            m.iter_mut().zip(g).for_each(|(m, g)| *m = b * *m + c * g);
+        }
+        Ok(())
+    }
+}
+
+/// The AdamW step on the weights, in place, from the updated moments:
+/// `w = w (1 - lr·wd) - lr (m / c1) / (sqrt(v / c2) + ε)`.
+struct AdamWUpdate {
+    rate: f32,
+    decay: f32,
+    correction1: f32,
+    correction2: f32,
+    eps: f32,
+}
+
+impl candle_core::InplaceOp3 for AdamWUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let w = values_mut(s1, l1, self.name())?;
+        let m = values(s2, l2, self.name())?;
+        let v = values(s3, l3, self.name())?;
+        if w.len() != m.len() || w.len() != v.len() {
+            candle_core::bail!("adamw-update: weights and moments differ in length");
+        }
+        let (c1, c2) = (1.0 / self.correction1, 1.0 / self.correction2);
+        for ((w, m), v) in w.iter_mut().zip(m).zip(v) {
+            *w = *w * self.decay - self.rate * (m * c1) / ((v * c2).sqrt() + self.eps);
         }
         Ok(())
     }
