@@ -787,7 +787,9 @@ pub fn run_opts(
             &mut warned,
         )?
     } else {
-        // Candidates an earlier parallel run queued, or left claimed, are asked again.
+        // Candidates an earlier parallel run queued, or left claimed, are asked again,
+        // under new ids: a worker of that run still alive may yet report its trial.
+        let first_free = work.max_id().map_or(0, |id| id + 1);
         let dropped = work.clear_queue() + work.requeue_stale(std::time::Duration::ZERO).len();
         let _ = work.clear_queue();
         if dropped > 0 {
@@ -799,6 +801,7 @@ pub fn run_opts(
         }
         run_sequential(
             campaign,
+            first_free,
             &space,
             &evaluator,
             &teacher_record,
@@ -965,6 +968,7 @@ fn next_id(store: &Store, work: &crate::workers::WorkDir) -> u64 {
 #[allow(clippy::too_many_arguments)]
 fn run_sequential(
     campaign: &Campaign,
+    first_free: u64,
     space: &CampaignSpace,
     evaluator: &Evaluator,
     teacher: &TeacherRecord,
@@ -990,7 +994,8 @@ fn run_sequential(
             .iter()
             .map(|t| t.trial_id + 1)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(first_free);
         let proposal =
             strategy.ask_feasible(&space.space, &history, trial_id, &|p| evaluator.feasible(p))?;
         let stored = store.trials().to_vec();

@@ -85,7 +85,13 @@ pub fn status(dir: &Path) -> Result<Status> {
                 .and_then(|s| s["workers"].as_u64())
                 .unwrap_or(1)
                 .max(1);
-            Some(b.saturating_sub(trials.len()) as f64 * m / workers as f64)
+            let by_trials = b.saturating_sub(trials.len()) as f64 * m / workers as f64;
+            // A time budget ends the run first when it is nearer.
+            let by_time = start
+                .and_then(|s| s["max_minutes"].as_f64())
+                .zip(elapsed)
+                .map(|(limit, e)| (limit * 60.0 - e).max(0.0));
+            Some(by_time.map_or(by_trials, |t| t.min(by_trials)))
         }
         _ => None,
     };
