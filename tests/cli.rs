@@ -1493,7 +1493,14 @@ fn sigkilled_runner_and_workers_lose_nothing() {
         let mut runner = spawn();
         let target = (journal_lines(&out).len() + more).min(budget - 4);
         let started = std::time::Instant::now();
-        while journal_lines(&out).len() < target {
+        let starts = || {
+            std::fs::read_to_string(out.join("runs.jsonl"))
+                .unwrap_or_default()
+                .matches("\"event\":\"start\"")
+                .count()
+        };
+        // This run has begun (its start is recorded) and stored its share of trials.
+        while starts() < round + 1 || journal_lines(&out).len() < target {
             assert!(started.elapsed().as_secs() < 120, "round {round}: stuck");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -1504,7 +1511,7 @@ fn sigkilled_runner_and_workers_lose_nothing() {
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
-            std::thread::sleep(std::time::Duration::from_millis(150));
+            std::thread::sleep(std::time::Duration::from_millis(400));
         }
         runner.kill().unwrap();
         runner.wait().unwrap();
