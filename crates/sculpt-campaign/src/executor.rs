@@ -65,10 +65,11 @@ fn unix_seconds() -> f64 {
 }
 
 fn host() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{name} ({})", sculpt_latency::cpu_name())
+    format!(
+        "{} ({})",
+        crate::workers::hostname(),
+        sculpt_latency::cpu_name()
+    )
 }
 
 /// What a finished (or stopped) run leaves behind.

@@ -66,7 +66,7 @@ pub fn status(dir: &Path) -> Result<Status> {
     let start = last_start.map(|i| &runs[i]);
     let alive = start
         .and_then(|s| s["pid"].as_u64())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        .is_some_and(|pid| crate::workers::alive(pid as u32));
     let running = start.is_some() && !ended && alive;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

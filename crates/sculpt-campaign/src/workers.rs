@@ -86,15 +86,9 @@ fn id_of(path: &Path) -> Option<u64> {
 }
 
 /// Writes `bytes` through a temporary file, synced, and a rename, so a reader never sees
-/// half a file.
+/// half a file (`<id>.tmp`, which the listings skip).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    Ok(sculpt_nn::io::write_atomic(path, bytes)?)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -307,7 +301,7 @@ impl WorkDir {
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "host".into())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// A worker's id: its host and process id.
