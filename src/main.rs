@@ -26,10 +26,14 @@ enum Command {
     /// Train a zoo model, or a custom architecture from a model spec, and write model.toml,
     /// model.safetensors and metrics.json.
     Train {
-        /// Zoo model (mlp, lenet-300-100, lenet-5, resnet-8, mobilenet-s) or a model spec (.toml).
+        /// Zoo model (mlp, lenet-300-100, lenet-5, resnet-8, mobilenet-s), or the path of a
+        /// model spec (a model.toml of your own architecture, e.g. specs/my-net.toml).
         #[arg(long)]
         model: String,
-        /// Data source: digits, mnist:DIR, idx:DIR, cifar10:DIR, csv:PATH[#LABEL] or parquet:PATH[#LABEL].
+        /// Data source: digits (embedded), mnist:DIR, idx:DIR, cifar10:DIR,
+        /// csv:PATH[#LABEL] or parquet:PATH[#LABEL]. DIR and PATH are paths on disk
+        /// (relative to the current folder); #LABEL names the label column of a table
+        /// [default column: label].
         #[arg(long, default_value = "digits")]
         data: String,
         /// Output directory.
@@ -220,19 +224,76 @@ enum Command {
     /// from DIR, compress, fine-tune and score it, report it, and go on until the
     /// campaign's runner closes the folder. `sculpt run --workers N` starts these itself.
     Worker { dir: PathBuf },
-    /// Rewrite summary.md and pareto.svg of a campaign directory from its stored trials.
+    /// Write the stakeholder report of one or more campaign folders: report.html
+    /// (self-contained), report.md, and every figure as SVG and PNG under figures/. The
+    /// Pareto configurations are rebuilt from their plans and seeds and scored on the test
+    /// split (cached in DIR/heldout.json). Several folders overlay their fronts. It also
+    /// rewrites each folder's summary.md and pareto.svg.
     Report {
-        dir: PathBuf,
-        /// Latency budget to mark and select under, in ms.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Latency budget to mark and select under, in ms [default: the campaign's].
         #[arg(long)]
         budget_ms: Option<f64>,
+        /// Where to write the report [default: the first DIR].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Skip the held-out test scores (no rebuilding; cached scores are still shown).
+        #[arg(long)]
+        no_test: bool,
+        /// The campaign file, for folders written before runs kept a copy of it.
+        #[arg(long)]
+        campaign: Option<PathBuf>,
     },
-    /// Name the most accurate configuration of a campaign within a latency budget.
+    /// Choose the configuration to deploy: the best complete trial (by validation
+    /// accuracy, size or latency) within the limits. Prints why, with the runners-up and
+    /// their test accuracy, and writes DIR/selected.toml for `sculpt export --selected`.
     Select {
         dir: PathBuf,
+        /// Latency limit in ms [default: the campaign's budget].
+        #[arg(long, alias = "budget-ms")]
+        max_latency_ms: Option<f64>,
+        /// Minimum validation accuracy: a fraction (0.985) or a percentage (98.5).
         #[arg(long)]
-        budget_ms: f64,
-        /// Print the trial as JSON.
+        min_accuracy: Option<f64>,
+        #[arg(long)]
+        max_size_bytes: Option<u64>,
+        /// What to optimise among the feasible trials: accuracy, size or latency.
+        #[arg(long, default_value = "accuracy")]
+        prefer: String,
+        /// Skip rebuilding the chosen trials to show their test accuracy.
+        #[arg(long)]
+        no_test: bool,
+        /// The campaign file, for folders written before runs kept a copy of it.
+        #[arg(long)]
+        campaign: Option<PathBuf>,
+        /// Print the choice as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a trial (its plan applied to the teacher again, fine-tuned with its stored
+    /// seed) and write it as a model directory: model.toml, model.safetensors with the
+    /// quantized weights as packed integers plus scales and zero points, plan.toml and
+    /// metrics.json. `sculpt eval --model OUT --data …` then reproduces its figures.
+    Export {
+        dir: PathBuf,
+        /// The trial to export.
+        #[arg(
+            long,
+            conflicts_with = "selected",
+            required_unless_present = "selected"
+        )]
+        trial: Option<u64>,
+        /// Export the trial `sculpt select` wrote to DIR/selected.toml.
+        #[arg(long)]
+        selected: bool,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The campaign file, for folders written before runs kept a copy of it.
+        #[arg(long)]
+        campaign: Option<PathBuf>,
+        /// Print metrics.json to standard output.
         #[arg(long)]
         json: bool,
     },
@@ -591,12 +652,40 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             },
         ),
         Command::Worker { dir } => worker(&dir),
-        Command::Report { dir, budget_ms } => report(&dir, budget_ms),
+        Command::Report {
+            dirs,
+            budget_ms,
+            out,
+            no_test,
+            campaign,
+        } => report(&dirs, budget_ms, out, !no_test, campaign.as_deref()),
         Command::Select {
             dir,
-            budget_ms,
+            max_latency_ms,
+            min_accuracy,
+            max_size_bytes,
+            prefer,
+            no_test,
+            campaign,
             json,
-        } => select(&dir, budget_ms, json),
+        } => select(
+            &dir,
+            max_latency_ms,
+            min_accuracy,
+            max_size_bytes,
+            &prefer,
+            !no_test,
+            campaign.as_deref(),
+            json,
+        ),
+        Command::Export {
+            dir,
+            trial,
+            selected: _,
+            out,
+            campaign,
+            json,
+        } => export(&dir, trial, &out, campaign.as_deref(), json),
         Command::Status { dir, json } => status(&dir, json),
         Command::BenchTable {
             model,
@@ -820,6 +909,7 @@ fn train(
 }
 
 fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
+    hint_campaign_folder(dir, "inspect")?;
     let graph = sculpt_nn::io::load(dir)?;
     let rows = graph.spec.summarize()?;
     if json {
@@ -855,6 +945,34 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A campaign folder given where a model directory is expected: point at its teacher.
+fn hint_campaign_folder(dir: &Path, command: &str) -> anyhow::Result<()> {
+    if !dir.join(sculpt_nn::io::SPEC_FILE).exists()
+        && dir.join(sculpt_store::store::CAMPAIGN_FILE).is_file()
+    {
+        let teacher = dir.join("teacher");
+        anyhow::bail!(
+            "{} is a campaign folder, not a model directory (it has no {}). {}",
+            dir.display(),
+            sculpt_nn::io::SPEC_FILE,
+            if teacher.join(sculpt_nn::io::SPEC_FILE).is_file() {
+                format!(
+                    "Its teacher is {}: `sculpt {command} {}`. A trial's model comes from `sculpt export {} --trial N --out DIR`.",
+                    teacher.display(),
+                    teacher.display(),
+                    dir.display()
+                )
+            } else {
+                format!(
+                    "A trial's model comes from `sculpt export {} --trial N --out DIR`.",
+                    dir.display()
+                )
+            }
+        );
+    }
+    Ok(())
+}
+
 fn eval(
     model: &Path,
     data: &str,
@@ -864,8 +982,11 @@ fn eval(
     settings: sculpt_latency::MeasureSettings,
     json: bool,
 ) -> anyhow::Result<()> {
+    hint_campaign_folder(model, "eval --model")?;
     let graph = sculpt_nn::io::load(model)?;
     let splits = sculpt_data::load(data, seed)?;
+    sculpt_campaign::teacher::check_fits(&graph.spec, &splits)
+        .with_context(|| format!("{} does not fit {data}", model.display()))?;
     let dataset = match split {
         "test" => &splits.test,
         "val" => &splits.val,
@@ -1416,7 +1537,7 @@ fn run(path: &Path, out: Option<PathBuf>, flags: &RunFlags) -> anyhow::Result<()
     }
     let t = &outcome.teacher;
     println!(
-        "\nteacher {}: accuracy {:.2}%, latency {:.4} ms, {} bytes",
+        "\nteacher {}: validation accuracy {:.2}%, latency {:.4} ms, {} bytes",
         t.model,
         t.accuracy * 100.0,
         t.latency_ms,
@@ -1563,37 +1684,308 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(dir: &Path, budget_ms: Option<f64>) -> anyhow::Result<()> {
-    let (meta, trials) = Store::read(dir)?;
-    let teacher = Store::read_teacher(dir)?;
-    let (summary, figure) = sculpt_report::write_report(
-        dir,
-        &sculpt_report::Report {
-            campaign: &meta.name,
-            columns: &meta.columns,
-            trials: &trials,
-            teacher: &teacher,
-            budget_ms,
-        },
-    )?;
-    print_front(&trials, &meta.columns, &teacher);
-    println!("\nwrote {} and {}", summary.display(), figure.display());
+fn report(
+    dirs: &[PathBuf],
+    budget_ms: Option<f64>,
+    out: Option<PathBuf>,
+    test: bool,
+    campaign: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut loaded = Vec::new();
+    for dir in dirs {
+        let mut c = sculpt_campaign::report::load_campaign(dir, budget_ms)?;
+        if test {
+            let bar = counter(0, "rebuilt on the test split");
+            c.score_held_out(campaign, &mut |done, total, id| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                if id != u64::MAX {
+                    bar.set_message(format!("trial {id}"));
+                }
+            })
+            .with_context(|| {
+                format!(
+                    "scoring the Pareto configurations of {} on the test split (--no-test skips this)",
+                    dir.display()
+                )
+            })?;
+            bar.finish_and_clear();
+        }
+        // The folder's own summary.md and pareto.svg, as `run` writes them.
+        sculpt_report::write_report(
+            dir,
+            &sculpt_report::Report {
+                campaign: &c.meta.name,
+                columns: &c.meta.columns,
+                trials: &c.trials,
+                teacher: &c.teacher,
+                budget_ms: c.budget_ms,
+            },
+        )?;
+        loaded.push(c);
+    }
+    let out = out.unwrap_or_else(|| dirs[0].clone());
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let views: Vec<_> = loaded.iter().map(|c| c.view()).collect();
+    let files = sculpt_report::write_html_report(&out, &views)?;
+    if let Some(c) = loaded.first() {
+        print_front(&c.trials, &c.meta.columns, &c.teacher);
+        if !c.heldout.is_empty() {
+            println!(
+                "
+held-out test accuracy of the Pareto configurations:"
+            );
+            for (id, (val, test)) in &c.heldout {
+                println!(
+                    "  trial {id:>4}: validation {:.2}%, test {:.2}% ({:+.2} points)",
+                    val * 100.0,
+                    test * 100.0,
+                    (test - val) * 100.0
+                );
+            }
+        }
+    }
+    println!(
+        "
+wrote {}, {} and {} figures (SVG and PNG) in {}",
+        files.html.display(),
+        files.markdown.display(),
+        files.figures.len(),
+        out.join("figures").display()
+    );
     Ok(())
 }
 
-fn select(dir: &Path, budget_ms: f64, json: bool) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn select(
+    dir: &Path,
+    max_latency_ms: Option<f64>,
+    min_accuracy: Option<f64>,
+    max_size_bytes: Option<u64>,
+    prefer: &str,
+    test: bool,
+    campaign: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use sculpt_report::{Constraints, Prefer, Selection};
+    let prefer = Prefer::parse(prefer)
+        .with_context(|| format!("--prefer `{prefer}`: use accuracy, size or latency"))?;
+    if let Some(a) = min_accuracy {
+        anyhow::ensure!(
+            (0.0..=100.0).contains(&a),
+            "--min-accuracy {a}: give a fraction (0.985) or a percentage (98.5)"
+        );
+    }
     let (meta, trials) = Store::read(dir)?;
     let teacher = Store::read_teacher(dir)?;
-    let best = sculpt_report::best_under_budget(&trials, budget_ms).with_context(|| {
-        format!(
-            "no completed trial in {} meets the {budget_ms} ms budget",
-            dir.display()
-        )
-    })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(best)?);
-    } else {
-        print_best(&trials, &meta.columns, &teacher, budget_ms);
+    let limits = Constraints {
+        max_latency_ms: max_latency_ms
+            .or_else(|| sculpt_campaign::report::stored_budget(&meta, dir)),
+        min_accuracy: min_accuracy.map(|a| if a > 1.0 { a / 100.0 } else { a }),
+        max_size_bytes,
+    };
+    let describe_limits = || {
+        let mut parts = Vec::new();
+        if let Some(l) = limits.max_latency_ms {
+            parts.push(format!("latency ≤ {l} ms"));
+        }
+        if let Some(a) = limits.min_accuracy {
+            parts.push(format!("validation accuracy ≥ {:.2}%", a * 100.0));
+        }
+        if let Some(s) = limits.max_size_bytes {
+            parts.push(format!("size ≤ {s} B"));
+        }
+        if parts.is_empty() {
+            "no limit".to_string()
+        } else {
+            parts.join(", ")
+        }
+    };
+    match sculpt_report::select(&trials, &limits, prefer, 3) {
+        Selection::Infeasible { nearest } => {
+            let mut message = format!(
+                "no complete trial of {} meets {} ({} complete trials). Nearest:",
+                dir.display(),
+                describe_limits(),
+                trials.iter().filter(|t| t.is_complete()).count()
+            );
+            for t in nearest {
+                message.push_str(&format!(
+                    "
+  trial {}: {:.2}%, {:.4} ms, {} B; {}",
+                    t.trial_id,
+                    t.accuracy.unwrap_or(0.0) * 100.0,
+                    t.latency_ms.unwrap_or(f64::NAN),
+                    t.size_bytes.unwrap_or(0),
+                    limits.violations(t).join(", ")
+                ));
+            }
+            anyhow::bail!(message)
+        }
+        Selection::Chosen {
+            chosen,
+            runners_up,
+            feasible,
+        } => {
+            let mut ids: Vec<u64> = vec![chosen.trial_id];
+            ids.extend(runners_up.iter().map(|t| t.trial_id));
+            let heldout: std::collections::BTreeMap<u64, f64> = if test {
+                let cache = sculpt_campaign::rebuild::held_out(dir, campaign, &ids, &mut |_, _, _| {})
+                    .with_context(|| {
+                        format!(
+                            "rebuilding the chosen trials of {} to score them on the test split (--no-test skips this)",
+                            dir.display()
+                        )
+                    })?;
+                cache
+                    .trials
+                    .iter()
+                    .map(|(k, h)| (*k, h.test_accuracy))
+                    .collect()
+            } else {
+                sculpt_campaign::rebuild::HeldOutCache::read(dir, &meta.fingerprint)
+                    .trials
+                    .iter()
+                    .map(|(k, h)| (*k, h.test_accuracy))
+                    .collect()
+            };
+            let why = format!(
+                "the {} of the {feasible} complete trials that meet {}",
+                match prefer {
+                    Prefer::Accuracy => "most accurate on validation",
+                    Prefer::Size => "smallest",
+                    Prefer::Latency => "fastest",
+                },
+                describe_limits()
+            );
+            let entry = |t: &TrialRecord| {
+                serde_json::json!({
+                    "trial_id": t.trial_id,
+                    "accuracy": t.accuracy,
+                    "test_accuracy": heldout.get(&t.trial_id),
+                    "latency_ms": t.latency_ms,
+                    "size_bytes": t.size_bytes,
+                    "params": t.params,
+                })
+            };
+            let mut toml_text = format!(
+                "# Written by `sculpt select`: {why}.\n# `sculpt export {} --selected --out DIR` writes this trial's model.\ntrial_id = {}\ncampaign = {:?}\nprefer = {:?}\n",
+                dir.display(),
+                chosen.trial_id,
+                meta.name,
+                prefer.as_str()
+            );
+            if let Some(l) = limits.max_latency_ms {
+                toml_text.push_str(&format!("max_latency_ms = {l:?}\n"));
+            }
+            if let Some(a) = limits.min_accuracy {
+                toml_text.push_str(&format!("min_accuracy = {a:?}\n"));
+            }
+            if let Some(b) = limits.max_size_bytes {
+                toml_text.push_str(&format!("max_size_bytes = {b}\n"));
+            }
+            toml_text.push_str(&format!(
+                "accuracy = {:?}\nlatency_ms = {:?}\nsize_bytes = {}\n",
+                chosen.accuracy.unwrap_or(f64::NAN),
+                chosen.latency_ms.unwrap_or(f64::NAN),
+                chosen.size_bytes.unwrap_or(0)
+            ));
+            if let Some(t) = heldout.get(&chosen.trial_id) {
+                toml_text.push_str(&format!("test_accuracy = {t:?}\n"));
+            }
+            toml_text.push_str("\n[params]\n");
+            for (k, v) in &chosen.params {
+                toml_text.push_str(&format!("{k} = {v}\n"));
+            }
+            let path = dir.join(sculpt_campaign::rebuild::SELECTED_FILE);
+            sculpt_nn::io::write_atomic(&path, toml_text.as_bytes())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "chosen": entry(chosen),
+                        "why": why,
+                        "feasible": feasible,
+                        "runners_up": runners_up.iter().map(|t| entry(t)).collect::<Vec<_>>(),
+                        "selected_file": path,
+                    }))?
+                );
+                return Ok(());
+            }
+            let line = |t: &TrialRecord| {
+                format!(
+                    "trial {}: validation {:.2}%{} ({:+.2} points against the teacher), {:.4} ms ({:.1}× faster), {} B ({:.1}× smaller)",
+                    t.trial_id,
+                    t.accuracy.unwrap_or(0.0) * 100.0,
+                    heldout
+                        .get(&t.trial_id)
+                        .map(|a| format!(", test {:.2}%", a * 100.0))
+                        .unwrap_or_default(),
+                    (t.accuracy.unwrap_or(0.0) - teacher.accuracy) * 100.0,
+                    t.latency_ms.unwrap_or(f64::NAN),
+                    teacher.latency_ms / t.latency_ms.unwrap_or(f64::NAN),
+                    t.size_bytes.unwrap_or(0),
+                    teacher.size_bytes as f64 / t.size_bytes.unwrap_or(1).max(1) as f64
+                )
+            };
+            println!("chose {}", line(chosen));
+            println!("  why: {why}");
+            println!("  configuration: {}", describe(chosen, &meta.columns));
+            if !runners_up.is_empty() {
+                println!("runners-up:");
+                for t in &runners_up {
+                    println!("  {}", line(t));
+                }
+            }
+            println!("wrote {}", path.display());
+            Ok(())
+        }
     }
+}
+
+fn export(
+    dir: &Path,
+    trial: Option<u64>,
+    out: &Path,
+    campaign: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let trial = match trial {
+        Some(t) => t,
+        None => sculpt_campaign::rebuild::selected_trial(dir)?,
+    };
+    eprintln!("rebuilding trial {trial} of {}", dir.display());
+    let bar = indicatif::ProgressBar::new_spinner();
+    let metrics = sculpt_campaign::rebuild::export(dir, campaign, trial, out, &mut |s| {
+        bar.set_message(format!("fine-tuning epoch {}, loss {:.4}", s.epoch, s.loss));
+        bar.tick();
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        return Ok(());
+    }
+    println!(
+        "trial {trial}: validation {:.2}% (stored {:.2}%), test {:.2}% (teacher {:.2}%)",
+        metrics.val_accuracy * 100.0,
+        metrics.stored_accuracy * 100.0,
+        metrics.test_accuracy * 100.0,
+        metrics.teacher_test_accuracy * 100.0
+    );
+    println!(
+        "size {} B as counted ({} B stored by the trial), model.safetensors {} B; latency {:.4} ms measured (batch 1, 1 thread), {:.4} ms by the campaign's {}",
+        metrics.size_bytes,
+        metrics.stored_size_bytes.unwrap_or(0),
+        metrics.file_bytes,
+        metrics.latency_ms,
+        metrics.stored_latency_ms.unwrap_or(f64::NAN),
+        metrics.latency_model
+    );
+    println!(
+        "wrote {}; check it with: sculpt eval --model {} --data {} --split val",
+        out.display(),
+        out.display(),
+        metrics.data
+    );
     Ok(())
 }

@@ -247,9 +247,13 @@ fn campaign_runs_resumes_and_reproduces() {
         "0.012",
         "--json",
     ]);
-    assert!(selected.status.success());
+    assert!(
+        selected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&selected.stderr)
+    );
     let best: serde_json::Value = serde_json::from_slice(&selected.stdout).unwrap();
-    assert!(best["latency_ms"].as_f64().unwrap() <= 0.012);
+    assert!(best["chosen"]["latency_ms"].as_f64().unwrap() <= 0.012);
     let none = sculpt(&["select", out.to_str().unwrap(), "--budget-ms", "0.0000001"]);
     assert_eq!(none.status.code(), Some(1));
 
@@ -1547,4 +1551,250 @@ fn sigkilled_runner_and_workers_lose_nothing() {
     let status = sculpt(&["status", out.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["stored"], budget as u64, "{v}");
+}
+
+/// The morning after: `report` writes a self-contained HTML report with held-out test
+/// scores and the stored budget, `select` picks the most accurate feasible trial (and
+/// fails with the nearest ones when nothing fits), `export` rebuilds it as packed integers
+/// and `eval` reproduces its stored figures.
+#[test]
+fn report_select_export_and_eval_reproduce_the_chosen_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let campaign = write(tmp.path(), "small.toml", SMALL);
+    let out = tmp.path().join("out");
+    let ran = run(&campaign, &out);
+    // The teacher's accuracy names its split.
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        stdout.contains("teacher mlp: validation accuracy"),
+        "{stdout}"
+    );
+    assert!(out.join("campaign.toml").is_file());
+
+    // No --budget-ms: the report takes the campaign's own budget.
+    let report = sculpt(&["report", out.to_str().unwrap()]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("Best under the latency budget of 0.012 ms"),
+        "budget dropped"
+    );
+    assert!(html.matches("<svg").count() >= 4, "figures are inline");
+    for external in ["<script", "<link", "src=\"http", "url(http", "<img"] {
+        assert!(!html.contains(external), "external asset {external}");
+    }
+    for axis in [
+        "validation accuracy (%)",
+        "latency (ms)",
+        "model size (bytes",
+        "trials evaluated",
+    ] {
+        assert!(html.contains(axis), "axis label {axis} missing");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("figures/front-latency.png"), "{md}");
+    for stem in [
+        "front-latency",
+        "front-size",
+        "hypervolume",
+        "heatmap-bits",
+        "heatmap-prune",
+    ] {
+        let png = std::fs::read(out.join("figures").join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+        assert!(out.join("figures").join(format!("{stem}.svg")).is_file());
+    }
+    // Held-out truth: every Pareto configuration rebuilt, its validation score as stored.
+    let heldout: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("heldout.json")).unwrap()).unwrap();
+    let scored = heldout["trials"].as_object().unwrap();
+    assert!(!scored.is_empty());
+    for h in scored.values() {
+        let (stored, val) = (
+            h["stored_val_accuracy"].as_f64().unwrap(),
+            h["val_accuracy"].as_f64().unwrap(),
+        );
+        assert!(
+            (stored - val).abs() <= 0.002,
+            "rebuilt {val} against stored {stored}"
+        );
+        assert!(html.contains(&format!(
+            "{:.2}%",
+            h["test_accuracy"].as_f64().unwrap() * 100.0
+        )));
+    }
+
+    // Select: the most accurate complete trial within the limits, checked by a scan.
+    let selected = sculpt(&[
+        "select",
+        out.to_str().unwrap(),
+        "--max-latency-ms",
+        "0.012",
+        "--json",
+    ]);
+    assert!(
+        selected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&selected.stderr)
+    );
+    let choice: serde_json::Value = serde_json::from_slice(&selected.stdout).unwrap();
+    let trials = trials_without_time(&out);
+    let best = trials
+        .iter()
+        .filter(|t| t["state"] == "complete" && t["latency_ms"].as_f64().unwrap() <= 0.012)
+        .map(|t| t["accuracy"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(choice["chosen"]["accuracy"].as_f64().unwrap(), best);
+    assert!(choice["chosen"]["test_accuracy"].as_f64().is_some());
+    let chosen_id = choice["chosen"]["trial_id"].as_u64().unwrap();
+    let toml_text = std::fs::read_to_string(out.join("selected.toml")).unwrap();
+    assert!(
+        toml_text.contains(&format!("trial_id = {chosen_id}")),
+        "{toml_text}"
+    );
+    let none = sculpt(&[
+        "select",
+        out.to_str().unwrap(),
+        "--max-latency-ms",
+        "0.0000001",
+    ]);
+    assert_eq!(none.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        message.contains("no complete trial") && message.contains("Nearest:"),
+        "{message}"
+    );
+
+    // Export the selection, then eval reproduces accuracy, size and latency.
+    let exported = tmp.path().join("exported");
+    let export = sculpt(&[
+        "export",
+        out.to_str().unwrap(),
+        "--selected",
+        "--out",
+        exported.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let metrics: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(metrics["trial_id"].as_u64(), Some(chosen_id));
+    for file in [
+        "model.toml",
+        "model.safetensors",
+        "plan.toml",
+        "metrics.json",
+    ] {
+        assert!(exported.join(file).is_file(), "{file}");
+    }
+    // Quantized weights are stored as packed integer codes.
+    let weights = std::fs::read(exported.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&weights[8..8 + header_len]);
+    assert!(
+        header.contains("fc1.weight.qweight") && header.contains("\"U8\""),
+        "{header}"
+    );
+    let eval = sculpt(&[
+        "eval",
+        "--model",
+        exported.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--split",
+        "val",
+        "--json",
+    ]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let scored: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let stored = choice["chosen"]["accuracy"].as_f64().unwrap();
+    assert!((scored["accuracy"].as_f64().unwrap() - stored).abs() <= 0.002);
+    assert_eq!(scored["size_bytes"], choice["chosen"]["size_bytes"]);
+    let (a, b) = (
+        scored["latency_ms"].as_f64().unwrap(),
+        metrics["latency_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        a > 0.0 && b > 0.0 && a / b < 10.0 && b / a < 10.0,
+        "{a} against {b}"
+    );
+
+    // A campaign folder where a model directory belongs points at its teacher.
+    let inspect = sculpt(&["inspect", out.to_str().unwrap()]);
+    assert_eq!(inspect.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&inspect.stderr);
+    assert!(
+        message.contains("campaign folder") && message.contains("teacher"),
+        "{message}"
+    );
+}
+
+#[test]
+fn eval_refuses_a_model_that_does_not_fit_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("digits-mlp");
+    let trained = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--out",
+        model.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(trained.status.success());
+    let idx = tmp.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    synthetic_idx(&idx, 200);
+    let eval = sculpt(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("idx:{}", idx.display()),
+    ]);
+    assert_eq!(eval.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&eval.stderr);
+    assert!(message.contains("the model takes inputs"), "{message}");
+    assert!(
+        !message.contains("shape mismatch") && !message.contains("backtrace"),
+        "{message}"
+    );
+}
+
+#[test]
+fn train_help_names_every_data_source_and_spec_paths() {
+    let help = sculpt(&["train", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for source in sculpt_data::SOURCES {
+        assert!(
+            text.contains(source),
+            "{source} missing from train --help:\n{text}"
+        );
+    }
+    assert!(text.contains("model spec"), "{text}");
+}
+
+/// The README names the binary where its commands, the justfile and .ci/run build it.
+#[test]
+fn the_readme_names_both_build_folders() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let justfile = std::fs::read_to_string(root.join("justfile")).unwrap();
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    assert!(justfile.contains("/.cache/sculpt-target") && ci.contains("/.cache/sculpt-target"));
+    assert!(readme.contains("~/.cache/sculpt-target/release/sculpt"));
+    assert!(readme.contains("target/release/sculpt"));
 }

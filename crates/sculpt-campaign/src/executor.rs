@@ -36,6 +36,11 @@ struct RunStart {
     budget_ms: Option<f64>,
     /// Evaluations at once.
     workers: usize,
+    /// The campaign file (absolute), whose copy is `campaign.toml` in the folder: relative
+    /// paths in the copy resolve against this file's folder.
+    campaign_file: PathBuf,
+    /// The seed of this run (a flag may override the file's).
+    seed: u64,
 }
 
 /// One run of a campaign, as `runs.jsonl` records it.
@@ -126,6 +131,12 @@ pub fn runtime_accuracy(graph: &Graph, data: &Dataset) -> Result<f64> {
     Ok(runtime
         .accuracy(data)
         .map_err(sculpt_latency::LatencyError::from)?)
+}
+
+/// The fine-tuning seed of trial `trial_id`: each trial has its own, fixed by the
+/// campaign's seed, so a trial can be rebuilt exactly.
+pub fn trial_seed(campaign: &Campaign, trial_id: u64) -> u64 {
+    campaign.seed.wrapping_mul(1_000_003).wrapping_add(trial_id)
 }
 
 /// The campaign's latency model.
@@ -353,11 +364,7 @@ impl Evaluator<'_> {
         competitors: &dyn Fn() -> Vec<TrialRecord>,
     ) -> Result<Scores> {
         let mut finetune = self.campaign.finetune.clone();
-        finetune.seed = self
-            .campaign
-            .seed
-            .wrapping_mul(1_000_003)
-            .wrapping_add(trial_id);
+        finetune.seed = trial_seed(self.campaign, trial_id);
         // The structure, and so the size and the predicted latency, are known here,
         // before any fine-tuning.
         let compressed = sculpt_compress::compress(self.teacher, plan, Some(&self.splits.train))?;
@@ -702,7 +709,15 @@ pub fn run_opts(
         max_minutes: campaign.max_minutes,
         budget_ms: campaign.budget_ms,
         workers: options.workers,
+        campaign_file: std::path::absolute(&campaign.path)
+            .unwrap_or_else(|_| campaign.path.clone()),
+        seed: campaign.seed,
     })?;
+    // A copy of the campaign file, so the folder alone can rebuild its trials later
+    // (`report` re-scores the front on the test split, `export` writes a trial's model).
+    if let Ok(text) = std::fs::read_to_string(&campaign.path) {
+        sculpt_nn::io::write_atomic(&out.join(crate::rebuild::CAMPAIGN_COPY), text.as_bytes())?;
+    }
     // `touch DIR/STOP` ends the campaign cleanly after the trial in flight. One left by an
     // earlier run is cleared, since running again means going on.
     let stop_file = out.join(STOP_FILE);

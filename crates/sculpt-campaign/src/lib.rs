@@ -10,6 +10,8 @@ pub mod executor;
 pub mod halving;
 pub mod latency_check;
 pub mod observe;
+pub mod rebuild;
+pub mod report;
 pub mod sensitivity;
 pub mod space;
 pub mod standalone;

@@ -207,10 +207,22 @@ pub fn trial_plan(
         })?;
     let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
     let spec = crate::executor::teacher_spec(campaign, &splits)?;
-    let space = crate::space::search_space(campaign, &sculpt_nn::zoo::init(spec, 0)?)?;
+    trial_plan_in(campaign, &spec, trial, dir)
+}
+
+/// The compression plan of `trial` (stored in `dir`) for a teacher of architecture `spec`.
+pub fn trial_plan_in(
+    campaign: &crate::Campaign,
+    spec: &sculpt_nn::GraphSpec,
+    trial: &sculpt_store::TrialRecord,
+    dir: &Path,
+) -> Result<(sculpt_compress::CompressionPlan, sculpt_nn::TrainConfig)> {
+    let space = crate::space::search_space(campaign, &sculpt_nn::zoo::init(spec.clone(), 0)?)?;
     let point = space.encode(&trial.params).ok_or_else(|| {
         crate::CampaignError::Invalid(format!(
-            "trial {trial_id}'s parameters do not fit the space of {}",
+            "trial {} of {} has parameters that do not fit the space of {}",
+            trial.trial_id,
+            dir.display(),
             campaign.path.display()
         ))
     })?;

@@ -35,6 +35,6 @@ pub use prune::{
     taylor_scores, Consumer, ParamSlice, PruneGroup, PruneSettings, Scope,
 };
 pub use prune::{prunable_layers, prune, select_neurons};
-pub use quantize::{fake_quantize, quantize, quantize_ste, requantize, QuantizedTensor};
+pub use quantize::{fake_quantize, pack, quantize, quantize_ste, requantize, QuantizedTensor};
 pub use size::{account, model_size_bytes, param_size_bytes, Accounting};
 pub use sparsify::{masks, nonzeros, sparsify, sparsify_global, sparsify_n_of_m};

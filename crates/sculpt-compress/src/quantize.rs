@@ -176,6 +176,40 @@ pub fn requantize(graph: &Graph) -> Result<Graph> {
     quantize(graph, &schemes)
 }
 
+/// The integer codes of every 2- to 8-bit weight of `graph`, ready for
+/// [`sculpt_nn::io::save_packed`]: the weights sit on their grids already (fine-tuning
+/// ends with [`requantize`]), so the codes reproduce them. Symmetric codes are shifted
+/// to unsigned by a zero point of `2^(bits-1)`.
+pub fn pack(graph: &Graph) -> Result<BTreeMap<String, sculpt_nn::io::PackedWeight>> {
+    let mut out = BTreeMap::new();
+    for (name, scheme) in &graph.spec.weight_quant {
+        if !(2..=8).contains(&scheme.bits) {
+            continue;
+        }
+        let w = graph
+            .params
+            .get(name)
+            .ok_or_else(|| layer_error(name, "no such parameter to pack"))?;
+        let q = quantize_codes(w, scheme)?;
+        let shift = if scheme.symmetric {
+            1i32 << (scheme.bits - 1)
+        } else {
+            0
+        };
+        out.insert(
+            name.clone(),
+            sculpt_nn::io::PackedWeight {
+                bits: scheme.bits,
+                shape: q.shape.clone(),
+                codes: q.codes.iter().map(|&c| (c + shift) as u32).collect(),
+                scales: q.scales.clone(),
+                zero_points: q.zero_points.iter().map(|&z| (z + shift) as u32).collect(),
+            },
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +331,62 @@ mod tests {
             let q: Vec<Vec<f32>> = fake_quantize(&w, &scheme).unwrap().to_vec2().unwrap();
             assert!(q.iter().flatten().all(|v| *v == 0.0));
         }
+    }
+
+    #[test]
+    fn packed_weights_load_back_to_the_same_values() {
+        use sculpt_nn::zoo;
+        let graph = zoo::init(zoo::spec("mlp", &[64], 10).unwrap(), 3).unwrap();
+        let mut schemes = BTreeMap::new();
+        let names: Vec<String> = graph
+            .spec
+            .weight_layers()
+            .iter()
+            .map(|l| format!("{l}.weight"))
+            .collect();
+        schemes.insert(names[0].clone(), sym(3));
+        schemes.insert(
+            names[1].clone(),
+            WeightQuant {
+                bits: 5,
+                per_channel: true,
+                symmetric: false,
+            },
+        );
+        schemes.insert(
+            names[2].clone(),
+            WeightQuant {
+                bits: 16,
+                per_channel: true,
+                symmetric: true,
+            },
+        );
+        let q = quantize(&graph, &schemes).unwrap();
+        let packed = pack(&q).unwrap();
+        assert_eq!(
+            packed.len(),
+            2,
+            "3 and 5 bits are packed; 16 is half precision"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = sculpt_nn::io::save_packed(&q, &packed, dir.path()).unwrap();
+        let back = sculpt_nn::io::load(dir.path()).unwrap();
+        assert_eq!(back.spec, q.spec);
+        for (name, t) in &q.params {
+            let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = back.params[name].flatten_all().unwrap().to_vec1().unwrap();
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "{name}: {worst}");
+        }
+        // 3-bit codes take 3/32 of the f32 bytes of that layer.
+        let f32_bytes: usize = q.params.values().map(|t| t.elem_count() * 4).sum();
+        assert!(
+            (bytes as usize) < f32_bytes * 2 / 3,
+            "{bytes} against {f32_bytes}"
+        );
     }
 }

@@ -76,10 +76,19 @@ pub fn load(dir: &Path) -> Result<Graph> {
             path: weights.clone(),
             message: format!("not a readable safetensors file: {e}"),
         })?;
-    let params: BTreeMap<String, Tensor> = tensors
+    let mut params: BTreeMap<String, Tensor> = tensors
         .into_iter()
         .filter(|(name, _)| !name.ends_with(".num_batches_tracked"))
         .collect();
+    if params.keys().any(|k| k.ends_with(PACKED_SUFFIX)) {
+        unpack_all(&mut params, &weights)?;
+    }
+    // Half-precision weights are computed in f32.
+    for t in params.values_mut() {
+        if t.dtype() != candle_core::DType::F32 {
+            *t = t.to_dtype(candle_core::DType::F32)?;
+        }
+    }
     check_params(&spec, &params, &weights)?;
     Graph::new(spec, params)
 }
@@ -149,4 +158,225 @@ mod tests {
         assert!(err.contains("width"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// The safetensors metadata key that marks a file of packed weights, and its value.
+pub const PACKED_FORMAT_KEY: &str = "format";
+pub const PACKED_FORMAT: &str = "sculpt-packed-1";
+/// `<weight>.qweight`: the codes of a packed weight, `bits` bits each, least significant
+/// bit first, in row-major order.
+pub const PACKED_SUFFIX: &str = ".qweight";
+
+/// A weight stored as integer codes: `value = (code - zero_point[g]) * scale[g]`, where
+/// `g` is the code's output channel (or 0 for one scale per tensor). Codes are unsigned
+/// and `bits` wide; a symmetric code `c` is stored as `c + 2^(bits-1)` with that zero point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeight {
+    pub bits: u32,
+    pub shape: Vec<usize>,
+    pub codes: Vec<u32>,
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<u32>,
+}
+
+impl PackedWeight {
+    /// The codes packed `bits` to a code, least significant bit first.
+    pub fn packed_codes(&self) -> Vec<u8> {
+        let bits = self.bits as usize;
+        let mut out = vec![0u8; (self.codes.len() * bits).div_ceil(8)];
+        for (i, &c) in self.codes.iter().enumerate() {
+            for b in 0..bits {
+                if (c >> b) & 1 == 1 {
+                    let at = i * bits + b;
+                    out[at / 8] |= 1 << (at % 8);
+                }
+            }
+        }
+        out
+    }
+
+    /// The dequantized values.
+    pub fn values(&self) -> Vec<f32> {
+        let group = self.codes.len() / self.scales.len().max(1);
+        self.codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let g = i / group.max(1);
+                (c as i64 - self.zero_points[g] as i64) as f32 * self.scales[g]
+            })
+            .collect()
+    }
+}
+
+fn unpack_codes(bytes: &[u8], bits: u32, count: usize) -> Vec<u32> {
+    let bits = bits as usize;
+    (0..count)
+        .map(|i| {
+            (0..bits).fold(0u32, |c, b| {
+                let at = i * bits + b;
+                c | ((((bytes[at / 8] >> (at % 8)) & 1) as u32) << b)
+            })
+        })
+        .collect()
+}
+
+/// Writes a model directory whose weights named in `packed` are stored as packed integer
+/// codes with their scales and zero points (see [`PackedWeight`]), half-precision weights
+/// as f16, and the rest as f32; returns the size of the weights file in bytes. [`load`]
+/// reads it back to the same values.
+pub fn save_packed(
+    graph: &Graph,
+    packed: &BTreeMap<String, PackedWeight>,
+    dir: &Path,
+) -> Result<u64> {
+    use safetensors::tensor::{Dtype, TensorView};
+    std::fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
+    let path = dir.join(WEIGHTS_FILE);
+    let spec_err = |m: String| NnError::Spec {
+        path: path.clone(),
+        message: m,
+    };
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(PACKED_FORMAT_KEY.to_string(), PACKED_FORMAT.to_string());
+    for (name, tensor) in &graph.params {
+        if let Some(p) = packed.get(name) {
+            if p.bits == 0 || p.bits > 8 || p.zero_points.iter().any(|&z| z >= 1 << p.bits) {
+                return Err(spec_err(format!("{name}: cannot pack {} bits", p.bits)));
+            }
+            let codes = p.packed_codes();
+            buffers.push((
+                format!("{name}{PACKED_SUFFIX}"),
+                Dtype::U8,
+                vec![codes.len()],
+                codes,
+            ));
+            buffers.push((
+                format!("{name}.scale"),
+                Dtype::F32,
+                vec![p.scales.len()],
+                p.scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
+            buffers.push((
+                format!("{name}.zero_point"),
+                Dtype::U8,
+                vec![p.zero_points.len()],
+                p.zero_points.iter().map(|&z| z as u8).collect(),
+            ));
+            metadata.insert(format!("{name}.bits"), p.bits.to_string());
+            metadata.insert(
+                format!("{name}.shape"),
+                serde_json::to_string(&p.shape).unwrap_or_default(),
+            );
+            continue;
+        }
+        let half = graph
+            .spec
+            .weight_quant
+            .get(name)
+            .is_some_and(|q| q.bits == 16);
+        let (dtype, bytes) = if half {
+            let v: Vec<half::f16> = tensor
+                .to_dtype(candle_core::DType::F16)?
+                .flatten_all()?
+                .to_vec1()?;
+            (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        } else {
+            let v: Vec<f32> = tensor.flatten_all()?.to_vec1()?;
+            (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        };
+        buffers.push((name.clone(), dtype, tensor.dims().to_vec(), bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(n, d, shape, bytes)| {
+            TensorView::new(*d, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| spec_err(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| spec_err(e.to_string()))?;
+    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
+    if let Err(e) = std::fs::write(&tmp, &bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(NnError::io(&tmp, e));
+    }
+    sync(&tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|e| NnError::io(&path, e))?;
+    let spec = toml::to_string_pretty(&graph.spec).map_err(|e| NnError::Spec {
+        path: dir.join(SPEC_FILE),
+        message: e.to_string(),
+    })?;
+    write_atomic(&dir.join(SPEC_FILE), spec.as_bytes())?;
+    Ok(bytes.len() as u64)
+}
+
+/// Replaces every packed weight in `params` (`<name>.qweight`, `.scale`, `.zero_point`)
+/// by its f32 values, reading bit widths and shapes from the file's metadata.
+fn unpack_all(params: &mut BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    let err = |m: String| NnError::Spec {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(format!("not a readable safetensors file: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let names: Vec<String> = params
+        .keys()
+        .filter_map(|k| k.strip_suffix(PACKED_SUFFIX).map(str::to_string))
+        .collect();
+    for name in names {
+        let field = |key: &str| {
+            metadata
+                .get(&format!("{name}.{key}"))
+                .cloned()
+                .ok_or_else(|| {
+                    err(format!(
+                        "packed weight `{name}` has no `{name}.{key}` in the metadata"
+                    ))
+                })
+        };
+        let bits: u32 = field("bits")?
+            .parse()
+            .map_err(|_| err(format!("`{name}.bits` is not a number")))?;
+        let shape: Vec<usize> = serde_json::from_str(&field("shape")?)
+            .map_err(|_| err(format!("`{name}.shape` is not a list of sizes")))?;
+        let mut take = |suffix: &str| {
+            params
+                .remove(&format!("{name}{suffix}"))
+                .ok_or_else(|| err(format!("packed weight `{name}` lacks `{name}{suffix}`")))
+        };
+        let codes: Vec<u8> = take(PACKED_SUFFIX)?.to_vec1()?;
+        let scales: Vec<f32> = take(".scale")?.to_vec1()?;
+        let zero_points: Vec<u8> = take(".zero_point")?.to_vec1()?;
+        let count: usize = shape.iter().product();
+        if !(1..=8).contains(&bits)
+            || codes.len() != (count * bits as usize).div_ceil(8)
+            || scales.is_empty()
+            || scales.len() != zero_points.len()
+            || !count.is_multiple_of(scales.len())
+        {
+            return Err(err(format!(
+                "packed weight `{name}`: {} bytes of {bits}-bit codes, {} scales and {} zero points do not fit shape {shape:?}",
+                codes.len(),
+                scales.len(),
+                zero_points.len()
+            )));
+        }
+        let weight = PackedWeight {
+            bits,
+            shape: shape.clone(),
+            codes: unpack_codes(&codes, bits, count),
+            scales,
+            zero_points: zero_points.into_iter().map(u32::from).collect(),
+        };
+        params.insert(
+            name.clone(),
+            Tensor::from_vec(weight.values(), shape, &crate::device())?,
+        );
+    }
+    Ok(())
 }

@@ -5,13 +5,18 @@
 //! (`sensitivity.svg`).
 
 pub mod error;
+pub mod figures;
+pub mod html;
 pub mod plot;
 pub mod select;
 pub mod sensitivity;
 pub mod summary;
 
 pub use error::{ReportError, Result};
+pub use html::{write_html_report, CampaignReport, ReportFiles};
 pub use plot::{plot_hypervolume_curves, plot_pareto, plot_validation};
-pub use select::{best_under_budget, hypervolume, pareto_indices};
+pub use select::{
+    best_under_budget, hypervolume, pareto_indices, select, Constraints, Prefer, Selection,
+};
 pub use sensitivity::{plot_sensitivity, sensitivity_text};
 pub use summary::{configuration, render_summary, write_report, Report};

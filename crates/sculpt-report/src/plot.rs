@@ -20,6 +20,7 @@ pub fn plot_pareto(
     teacher: &TeacherRecord,
     budget_ms: Option<f64>,
 ) -> Result<()> {
+    crate::figures::ensure_font();
     let err = |e: &dyn std::fmt::Display| ReportError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -166,6 +167,7 @@ pub fn plot_validation(
     title: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
+    crate::figures::ensure_font();
     let err = |e: &dyn std::fmt::Display| ReportError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -251,6 +253,7 @@ pub fn plot_hypervolume_curves(
     title: &str,
     series: &[(String, Vec<CurveRow>)],
 ) -> Result<()> {
+    crate::figures::ensure_font();
     let err = |e: &dyn std::fmt::Display| ReportError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -74,13 +74,33 @@ pub fn plot_sensitivity(
     rows: &[SensitivityRow],
     max_drop: Option<f64>,
 ) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| ReportError::Plot {
+    crate::figures::ensure_font();
+    let root = SVGBackend::new(path, sensitivity_size(rows)).into_drawing_area();
+    draw_sensitivity(&root, title, rows, max_drop).map_err(|message| ReportError::Plot {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    root.present().map_err(|e| ReportError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
+    })
+}
+
+/// The pixel size of a sensitivity figure: one panel per knob.
+pub fn sensitivity_size(rows: &[SensitivityRow]) -> (u32, u32) {
+    (520 * knobs(rows).len().max(1) as u32, 560)
+}
+
+/// Draws the sensitivity panels on any plotters backend.
+pub fn draw_sensitivity<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    rows: &[SensitivityRow],
+    max_drop: Option<f64>,
+) -> std::result::Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
     let knobs = knobs(rows);
     let panels = knobs.len().max(1);
-    let root = SVGBackend::new(path, (520 * panels as u32, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
         .titled(title, ("sans-serif", 22))
@@ -166,7 +186,6 @@ pub fn plot_sensitivity(
             .draw()
             .map_err(|e| err(&e))?;
     }
-    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 

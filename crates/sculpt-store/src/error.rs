@@ -39,8 +39,40 @@ pub enum StoreError {
     },
     #[error("trial {0} is already stored; finished trials are immutable")]
     DuplicateTrial(u64),
+    // Not a `#[source]`: the message already holds polars' text, and an error chain
+    // printed with `{:#}` would repeat it.
     #[error("polars: {0}")]
-    Polars(#[from] polars::error::PolarsError),
+    Polars(polars::error::PolarsError),
+}
+
+impl From<polars::error::PolarsError> for StoreError {
+    fn from(e: polars::error::PolarsError) -> Self {
+        StoreError::Polars(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_polars_error_prints_its_message_once() {
+        let e = super::StoreError::from(polars::error::PolarsError::NoData(
+            "the folder /nowhere does not exist".into(),
+        ));
+        let printed = format!("{:#}", anyhow_like(&e));
+        assert_eq!(printed.matches("/nowhere").count(), 1, "{printed}");
+    }
+
+    /// What `anyhow`'s `{:#}` prints: the error, then each source, joined by `: `.
+    fn anyhow_like(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = e.to_string();
+        let mut next = e.source();
+        while let Some(s) = next {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            next = s.source();
+        }
+        text
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -1,0 +1,379 @@
+//! Rebuilding a stored trial after its campaign ended: the campaign as it ran (from the
+//! copy of its file that `run` keeps in the folder), the trial's plan, and its student,
+//! compressed from the teacher and fine-tuned with the trial's own seed, exactly as the
+//! trial was. The report re-scores the Pareto configurations this way on the test split
+//! (held-out truth), and `export` writes the rebuilt student.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sculpt_nn::Graph;
+use sculpt_store::{Store, TrialRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Campaign, TeacherSource};
+use crate::error::{CampaignError, Result};
+
+/// The copy of the campaign file that `run` keeps in its folder.
+pub const CAMPAIGN_COPY: &str = "campaign.toml";
+/// The cache of test-split scores of rebuilt trials.
+pub const HELDOUT_FILE: &str = "heldout.json";
+
+/// Where the campaign file was and which seed the last run used, from `runs.jsonl`.
+fn last_start(dir: &Path) -> Option<(Option<PathBuf>, Option<u64>)> {
+    let text = std::fs::read_to_string(dir.join(sculpt_store::store::RUNS_FILE)).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("event").and_then(|e| e.as_str()) == Some("start"))
+        .map(|v| {
+            (
+                v.get("campaign_file")
+                    .and_then(|p| p.as_str())
+                    .map(PathBuf::from),
+                v.get("seed").and_then(|s| s.as_u64()),
+            )
+        })
+}
+
+/// The campaign whose trials `dir` holds: `file` when given, else the copy `run` keeps
+/// in the folder (its relative paths resolve against where the original was). Its
+/// fingerprint must be the folder's, so a plan rebuilt from it is the plan the trial ran.
+pub fn campaign_of(dir: &Path, file: Option<&Path>) -> Result<Campaign> {
+    let (meta, _) = Store::read(dir)?;
+    let (original, seed) = last_start(dir).unwrap_or((None, None));
+    let mut campaign = match file {
+        Some(f) => Campaign::load(f)?,
+        None => {
+            let copy = dir.join(CAMPAIGN_COPY);
+            let text = std::fs::read_to_string(&copy).map_err(|_| {
+                CampaignError::Invalid(format!(
+                    "{} has no copy of its campaign file ({CAMPAIGN_COPY}; runs before this \
+                     version kept none): pass the campaign file with --campaign FILE",
+                    dir.display()
+                ))
+            })?;
+            let at = original.unwrap_or_else(|| copy.clone());
+            Campaign::parse(&text, &at)?
+        }
+    };
+    if let Some(seed) = seed {
+        campaign.set_seed(seed);
+    }
+    let fingerprint = crate::executor::fingerprint(&campaign)?;
+    if fingerprint != meta.fingerprint {
+        return Err(CampaignError::Invalid(format!(
+            "{} holds trials of campaign `{}` (fingerprint {}), but the campaign file{} gives \
+             fingerprint {fingerprint}: it, its teacher or its lookup table changed since the \
+             trials ran, so their plans cannot be rebuilt from it",
+            dir.display(),
+            meta.name,
+            meta.fingerprint,
+            file.map(|f| format!(" {}", f.display()))
+                .unwrap_or_default(),
+        )));
+    }
+    Ok(campaign)
+}
+
+/// The teacher a campaign distils from: its weights directory, or the zoo model it trained
+/// into `dir/teacher`.
+pub fn teacher_of(campaign: &Campaign, dir: &Path) -> Result<(PathBuf, Graph)> {
+    let at = match &campaign.teacher {
+        TeacherSource::Weights(w) => w.clone(),
+        TeacherSource::Zoo { .. } => dir.join("teacher"),
+    };
+    let graph = sculpt_nn::io::load(&at)?;
+    Ok((at, graph))
+}
+
+/// What a rebuild needs once per campaign: the campaign, its data, teacher and the
+/// teacher's logits on the training split.
+pub struct Workshop {
+    pub dir: PathBuf,
+    pub campaign: Campaign,
+    pub splits: sculpt_data::Splits,
+    pub teacher_dir: PathBuf,
+    pub teacher: Graph,
+    pub trials: Vec<TrialRecord>,
+    logits: Option<candle_core::Tensor>,
+}
+
+impl Workshop {
+    pub fn open(dir: &Path, file: Option<&Path>) -> Result<Workshop> {
+        let campaign = campaign_of(dir, file)?;
+        let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
+        let (teacher_dir, teacher) = teacher_of(&campaign, dir)?;
+        let (_, trials) = Store::read(dir)?;
+        Ok(Workshop {
+            dir: dir.to_path_buf(),
+            campaign,
+            splits,
+            teacher_dir,
+            teacher,
+            trials,
+            logits: None,
+        })
+    }
+
+    pub fn trial(&self, trial_id: u64) -> Result<&TrialRecord> {
+        self.trials
+            .iter()
+            .find(|t| t.trial_id == trial_id)
+            .ok_or_else(|| {
+                CampaignError::Invalid(format!(
+                    "{} has no trial {trial_id} (it has {} trials, 0 to {})",
+                    self.dir.display(),
+                    self.trials.len(),
+                    self.trials.len().saturating_sub(1)
+                ))
+            })
+    }
+
+    /// Compresses the teacher by trial `trial_id`'s plan and fine-tunes it with the
+    /// trial's seed and the campaign's schedule, as the trial did; returns the student.
+    pub fn rebuild(
+        &mut self,
+        trial_id: u64,
+        on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
+    ) -> Result<Graph> {
+        let trial = self.trial(trial_id)?.clone();
+        if !trial.is_complete() {
+            return Err(CampaignError::Invalid(format!(
+                "trial {trial_id} of {} is {}, not complete: only complete trials have a \
+                 fine-tuned student to rebuild",
+                self.dir.display(),
+                trial.state.as_str()
+            )));
+        }
+        let (plan, mut finetune) = crate::standalone::trial_plan_in(
+            &self.campaign,
+            &self.teacher.spec,
+            &trial,
+            &self.dir,
+        )?;
+        // The trial's own seed, as the executor derives it.
+        finetune.seed = crate::executor::trial_seed(&self.campaign, trial_id);
+        let compressed = sculpt_compress::compress(&self.teacher, &plan, Some(&self.splits.train))?;
+        if finetune.epochs == 0 {
+            return Ok(compressed);
+        }
+        if self.logits.is_none() {
+            self.logits = Some(sculpt_nn::predict_logits(
+                &self.teacher,
+                &self.splits.train,
+            )?);
+        }
+        let (student, _) = sculpt_compress::finetune_plan(
+            &self.teacher,
+            &compressed,
+            &plan,
+            &self.splits.train,
+            self.logits.as_ref().expect("computed above"),
+            &finetune,
+            on_epoch,
+            None,
+        )?;
+        Ok(student)
+    }
+}
+
+/// A rebuilt trial scored on both held-out splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOut {
+    pub trial_id: u64,
+    /// The validation accuracy the trial stored.
+    pub stored_val_accuracy: f64,
+    /// The rebuilt student's validation accuracy (equal to the stored one up to the
+    /// float arithmetic of another thread count).
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+}
+
+/// The file `heldout.json`: the campaign's fingerprint, the teacher's test accuracy, and
+/// each rebuilt trial's scores.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeldOutCache {
+    pub fingerprint: String,
+    pub teacher_test_accuracy: Option<f64>,
+    pub trials: BTreeMap<u64, HeldOut>,
+}
+
+impl HeldOutCache {
+    /// The cache of `dir`, empty when absent or written for another fingerprint.
+    pub fn read(dir: &Path, fingerprint: &str) -> HeldOutCache {
+        std::fs::read_to_string(dir.join(HELDOUT_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<HeldOutCache>(&t).ok())
+            .filter(|c| c.fingerprint == fingerprint)
+            .unwrap_or_else(|| HeldOutCache {
+                fingerprint: fingerprint.to_string(),
+                ..Default::default()
+            })
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| CampaignError::Invalid(e.to_string()))?;
+        Ok(sculpt_nn::io::write_atomic(
+            &dir.join(HELDOUT_FILE),
+            text.as_bytes(),
+        )?)
+    }
+}
+
+/// Scores trials `ids` of the campaign in `dir` on the test split, rebuilding each from
+/// its plan and seed; results are cached in `dir/heldout.json`, so a second report costs
+/// nothing. `progress(done, total, trial)` is called before each rebuild.
+pub fn held_out(
+    dir: &Path,
+    file: Option<&Path>,
+    ids: &[u64],
+    progress: &mut dyn FnMut(usize, usize, u64),
+) -> Result<HeldOutCache> {
+    let (meta, _) = Store::read(dir)?;
+    let mut cache = HeldOutCache::read(dir, &meta.fingerprint);
+    let missing: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !cache.trials.contains_key(id))
+        .collect();
+    if missing.is_empty() && cache.teacher_test_accuracy.is_some() {
+        return Ok(cache);
+    }
+    let mut shop = Workshop::open(dir, file)?;
+    if cache.teacher_test_accuracy.is_none() {
+        cache.teacher_test_accuracy = Some(crate::executor::runtime_accuracy(
+            &shop.teacher,
+            &shop.splits.test,
+        )?);
+    }
+    for (k, &id) in missing.iter().enumerate() {
+        progress(k, missing.len(), id);
+        let stored = shop.trial(id)?.accuracy.unwrap_or(f64::NAN);
+        let student = shop.rebuild(id, &mut |_| {})?;
+        cache.trials.insert(
+            id,
+            HeldOut {
+                trial_id: id,
+                stored_val_accuracy: stored,
+                val_accuracy: crate::executor::runtime_accuracy(&student, &shop.splits.val)?,
+                test_accuracy: crate::executor::runtime_accuracy(&student, &shop.splits.test)?,
+            },
+        );
+        // Written after each trial, so an interrupted report keeps what it computed.
+        cache.write(dir)?;
+    }
+    progress(missing.len(), missing.len(), u64::MAX);
+    cache.write(dir)?;
+    Ok(cache)
+}
+
+/// What `export` writes to `OUT/metrics.json`. Accuracies are fractions in [0, 1];
+/// `sculpt eval --model OUT` reproduces `val_accuracy`, `test_accuracy`, `size_bytes`
+/// and (within the noise of a measurement) `latency_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportMetrics {
+    pub campaign: String,
+    pub trial_id: u64,
+    pub data: String,
+    /// The seed the data was split with (`eval` reads it, so it scores the same splits).
+    pub seed: u64,
+    /// The trial's fine-tuning seed.
+    pub finetune_seed: u64,
+    /// The validation accuracy the trial stored, and the rebuilt model's.
+    pub stored_accuracy: f64,
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+    pub teacher_test_accuracy: f64,
+    /// Size as the campaign counts it (codes at their bit widths, scales, zero points,
+    /// sparse indices, f32 biases), the trial's stored figure, and the bytes of
+    /// `model.safetensors` (which also holds its header and stores sparse weights densely).
+    pub size_bytes: u64,
+    pub stored_size_bytes: Option<u64>,
+    pub file_bytes: u64,
+    /// Measured by sculpt's runtime at batch 1 on 1 thread (median and p90 of 200 runs).
+    pub latency_ms: f64,
+    pub latency_p90_ms: f64,
+    /// The trial's latency under the campaign's latency model, and that model.
+    pub stored_latency_ms: Option<f64>,
+    pub latency_model: String,
+    pub params: u64,
+    pub flops: u64,
+    /// The weights stored as packed integer codes, by name, with their bit widths.
+    pub packed: BTreeMap<String, u32>,
+}
+
+/// Rebuilds trial `trial_id` of the campaign in `dir` and writes it to `out`: the model
+/// (`model.toml`, and `model.safetensors` with quantized weights as packed integer codes,
+/// scales and zero points), the plan (`plan.toml`) and `metrics.json`.
+pub fn export(
+    dir: &Path,
+    file: Option<&Path>,
+    trial_id: u64,
+    out: &Path,
+    on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
+) -> Result<ExportMetrics> {
+    let mut shop = Workshop::open(dir, file)?;
+    let trial = shop.trial(trial_id)?.clone();
+    let student = shop.rebuild(trial_id, on_epoch)?;
+    let (plan, _) =
+        crate::standalone::trial_plan_in(&shop.campaign, &shop.teacher.spec, &trial, dir)?;
+    let packed = sculpt_compress::pack(&student)?;
+    let file_bytes = sculpt_nn::io::save_packed(&student, &packed, out)?;
+    let plan_text = toml::to_string(&plan).map_err(|e| CampaignError::Invalid(e.to_string()))?;
+    sculpt_nn::io::write_atomic(&out.join("plan.toml"), plan_text.as_bytes())?;
+    // What is measured is what was written: the model read back from OUT.
+    let written = sculpt_nn::io::load(out)?;
+    let measured = sculpt_latency::measure(&written, &sculpt_latency::MeasureSettings::default())?;
+    let accounting = sculpt_compress::account(&written)?;
+    let latency = crate::executor::latency_model(&shop.campaign)?;
+    let metrics = ExportMetrics {
+        campaign: shop.campaign.name.clone(),
+        trial_id,
+        data: shop.campaign.data.clone(),
+        seed: shop.campaign.seed,
+        finetune_seed: crate::executor::trial_seed(&shop.campaign, trial_id),
+        stored_accuracy: trial.accuracy.unwrap_or(f64::NAN),
+        val_accuracy: crate::executor::runtime_accuracy(&written, &shop.splits.val)?,
+        test_accuracy: crate::executor::runtime_accuracy(&written, &shop.splits.test)?,
+        teacher_test_accuracy: crate::executor::runtime_accuracy(&shop.teacher, &shop.splits.test)?,
+        size_bytes: accounting.size_bytes,
+        stored_size_bytes: trial.size_bytes,
+        file_bytes,
+        latency_ms: measured.median_ms,
+        latency_p90_ms: measured.p90_ms,
+        stored_latency_ms: trial.latency_ms,
+        latency_model: latency.describe(),
+        params: accounting.params,
+        flops: accounting.flops,
+        packed: packed.iter().map(|(k, p)| (k.clone(), p.bits)).collect(),
+    };
+    let json = serde_json::to_string_pretty(&metrics)
+        .map_err(|e| CampaignError::Invalid(e.to_string()))?;
+    sculpt_nn::io::write_atomic(&out.join(sculpt_nn::io::METRICS_FILE), json.as_bytes())?;
+    Ok(metrics)
+}
+
+/// The trial `select` wrote to `dir/selected.toml`.
+pub fn selected_trial(dir: &Path) -> Result<u64> {
+    let path = dir.join(SELECTED_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        CampaignError::Invalid(format!(
+            "{} has no {SELECTED_FILE}: run `sculpt select {} --max-latency-ms X` first, or \
+             name a trial with --trial N",
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    let value: toml::Value = toml::from_str(&text)
+        .map_err(|e| CampaignError::Invalid(format!("{}: {e}", path.display())))?;
+    value
+        .get("trial_id")
+        .and_then(|v| v.as_integer())
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| CampaignError::Invalid(format!("{}: no integer `trial_id`", path.display())))
+}
+
+/// What `select` writes.
+pub const SELECTED_FILE: &str = "selected.toml";
