@@ -233,7 +233,7 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// Latency budget to mark and select under, in ms [default: the campaign's].
-        #[arg(long)]
+        #[arg(long, value_parser = positive_ms)]
         budget_ms: Option<f64>,
         /// Where to write the report [default: the first DIR].
         #[arg(long)]
@@ -251,15 +251,15 @@ enum Command {
     Select {
         dir: PathBuf,
         /// Latency limit in ms [default: the campaign's budget].
-        #[arg(long, alias = "budget-ms")]
+        #[arg(long, alias = "budget-ms", value_parser = positive_ms)]
         max_latency_ms: Option<f64>,
         /// Minimum validation accuracy: a fraction (0.985) or a percentage (98.5).
-        #[arg(long)]
+        #[arg(long, value_parser = accuracy_limit)]
         min_accuracy: Option<f64>,
         #[arg(long)]
         max_size_bytes: Option<u64>,
         /// What to optimise among the feasible trials: accuracy, size or latency.
-        #[arg(long, default_value = "accuracy")]
+        #[arg(long, default_value = "accuracy", value_parser = ["accuracy", "size", "latency"])]
         prefer: String,
         /// Skip rebuilding the chosen trials to show their test accuracy.
         #[arg(long)]
@@ -1386,6 +1386,27 @@ impl std::io::Write for LazyLog {
     }
 }
 
+/// A latency limit: a finite number of milliseconds above 0.
+fn positive_ms(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a latency in ms above 0 (e.g. 0.5)"
+        )),
+    }
+}
+
+/// An accuracy limit: a fraction (0.985) or a percentage (98.5), returned as a fraction.
+fn accuracy_limit(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) if v > 1.0 && v <= 100.0 => Ok(v / 100.0),
+        _ => Err(format!(
+            "`{text}` is not an accuracy: give a fraction (0.985) or a percentage (98.5)"
+        )),
+    }
+}
+
 /// Minutes in a duration such as `8h`, `90m`, `1h30m` or `45s`.
 fn parse_duration_minutes(text: &str) -> Result<f64, String> {
     let mut minutes = 0.0;
@@ -1596,12 +1617,31 @@ fn describe(t: &TrialRecord, columns: &[String]) -> String {
 }
 
 fn print_front(trials: &[TrialRecord], columns: &[String], teacher: &sculpt_store::TeacherRecord) {
-    println!("\nPareto front (accuracy against latency):");
+    print_front_by(trials, columns, teacher, false)
+}
+
+/// The front of accuracy against latency, or against size for a campaign that traded
+/// accuracy for bytes.
+fn print_front_by(
+    trials: &[TrialRecord],
+    columns: &[String],
+    teacher: &sculpt_store::TeacherRecord,
+    by_size: bool,
+) {
+    println!(
+        "\nPareto front (accuracy against {}):",
+        if by_size { "size" } else { "latency" }
+    );
     println!(
         "{:>6} {:>9} {:>12} {:>10} {:>8}  configuration",
         "trial", "accuracy", "latency(ms)", "bytes", "smaller"
     );
-    for i in sculpt_report::pareto_indices(trials) {
+    let front = if by_size {
+        sculpt_report::select::pareto_by(trials, |t| t.size_bytes.map(|b| b as f64))
+    } else {
+        sculpt_report::pareto_indices(trials)
+    };
+    for i in front {
         let t = &trials[i];
         let size = t.size_bytes.unwrap_or(0);
         println!(
@@ -1729,15 +1769,17 @@ fn report(
     let views: Vec<_> = loaded.iter().map(|c| c.view()).collect();
     let files = sculpt_report::write_html_report(&out, &views)?;
     if let Some(c) = loaded.first() {
-        print_front(&c.trials, &c.meta.columns, &c.teacher);
+        print_front_by(
+            &c.trials,
+            &c.meta.columns,
+            &c.teacher,
+            c.objective == sculpt_report::figures::Cost::Size,
+        );
         if !c.heldout.is_empty() {
-            println!(
-                "
-held-out test accuracy of the Pareto configurations:"
-            );
+            println!("\nheld-out test accuracy of the Pareto configurations:");
             for (id, (val, test)) in &c.heldout {
                 println!(
-                    "  trial {id:>4}: validation {:.2}%, test {:.2}% ({:+.2} points)",
+                    "  trial {id:>4}: validation {:.2}%, test {:.2}% (test − validation: {:+.2} points)",
                     val * 100.0,
                     test * 100.0,
                     (test - val) * 100.0
@@ -1746,11 +1788,11 @@ held-out test accuracy of the Pareto configurations:"
         }
     }
     println!(
-        "
-wrote {}, {} and {} figures (SVG and PNG) in {}",
+        "\nwrote {}, {} and {} figure{} (SVG and PNG) in {}",
         files.html.display(),
         files.markdown.display(),
         files.figures.len(),
+        if files.figures.len() == 1 { "" } else { "s" },
         out.join("figures").display()
     );
     Ok(())
@@ -1770,18 +1812,12 @@ fn select(
     use sculpt_report::{Constraints, Prefer, Selection};
     let prefer = Prefer::parse(prefer)
         .with_context(|| format!("--prefer `{prefer}`: use accuracy, size or latency"))?;
-    if let Some(a) = min_accuracy {
-        anyhow::ensure!(
-            (0.0..=100.0).contains(&a),
-            "--min-accuracy {a}: give a fraction (0.985) or a percentage (98.5)"
-        );
-    }
     let (meta, trials) = Store::read(dir)?;
     let teacher = Store::read_teacher(dir)?;
     let limits = Constraints {
         max_latency_ms: max_latency_ms
             .or_else(|| sculpt_campaign::report::stored_budget(&meta, dir)),
-        min_accuracy: min_accuracy.map(|a| if a > 1.0 { a / 100.0 } else { a }),
+        min_accuracy,
         max_size_bytes,
     };
     let describe_limits = || {
@@ -1803,11 +1839,12 @@ fn select(
     };
     match sculpt_report::select(&trials, &limits, prefer, 3) {
         Selection::Infeasible { nearest } => {
+            let complete = trials.iter().filter(|t| t.is_complete()).count();
             let mut message = format!(
-                "no complete trial of {} meets {} ({} complete trials). Nearest:",
+                "no complete trial of {} meets {} ({complete} complete trials){}",
                 dir.display(),
                 describe_limits(),
-                trials.iter().filter(|t| t.is_complete()).count()
+                if complete > 0 { ". Nearest:" } else { "" }
             );
             for t in nearest {
                 message.push_str(&format!(
@@ -1914,14 +1951,14 @@ fn select(
             }
             let line = |t: &TrialRecord| {
                 format!(
-                    "trial {}: validation {:.2}%{} ({:+.2} points against the teacher), {:.4} ms ({:.1}× faster), {} B ({:.1}× smaller)",
+                    "trial {}: validation {:.2}% ({:+.2} points against the teacher's){}, {:.4} ms ({:.1}× faster), {} B ({:.1}× smaller)",
                     t.trial_id,
                     t.accuracy.unwrap_or(0.0) * 100.0,
+                    (t.accuracy.unwrap_or(0.0) - teacher.accuracy) * 100.0,
                     heldout
                         .get(&t.trial_id)
                         .map(|a| format!(", test {:.2}%", a * 100.0))
                         .unwrap_or_default(),
-                    (t.accuracy.unwrap_or(0.0) - teacher.accuracy) * 100.0,
                     t.latency_ms.unwrap_or(f64::NAN),
                     teacher.latency_ms / t.latency_ms.unwrap_or(f64::NAN),
                     t.size_bytes.unwrap_or(0),
@@ -1954,6 +1991,7 @@ fn export(
         Some(t) => t,
         None => sculpt_campaign::rebuild::selected_trial(dir)?,
     };
+    sculpt_campaign::rebuild::check_export_out(dir, out)?;
     eprintln!("rebuilding trial {trial} of {}", dir.display());
     let bar = indicatif::ProgressBar::new_spinner();
     let metrics = sculpt_campaign::rebuild::export(dir, campaign, trial, out, &mut |s| {
@@ -1961,6 +1999,9 @@ fn export(
         bar.tick();
     })?;
     bar.finish_and_clear();
+    for w in &metrics.warnings {
+        eprintln!("warning: {w}");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
         return Ok(());

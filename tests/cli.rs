@@ -1730,6 +1730,81 @@ fn report_select_export_and_eval_reproduce_the_chosen_trial() {
         "{a} against {b}"
     );
 
+    // Bad limits are usage errors (status 2), never a silent "no limit" or a hang.
+    for args in [
+        vec![
+            "report",
+            out.to_str().unwrap(),
+            "--budget-ms",
+            "inf",
+            "--no-test",
+        ],
+        vec!["select", out.to_str().unwrap(), "--max-latency-ms", "NaN"],
+        vec!["select", out.to_str().unwrap(), "--max-latency-ms", "-1"],
+        vec!["select", out.to_str().unwrap(), "--min-accuracy", "150"],
+        vec!["select", out.to_str().unwrap(), "--prefer", "bogus"],
+    ] {
+        let refused = sculpt(&args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+    }
+    // Export never writes over the campaign, its teacher, or a folder of other files.
+    let journal = std::fs::read(out.join("trials.jsonl")).unwrap();
+    let occupied = tmp.path().join("occupied");
+    std::fs::create_dir_all(&occupied).unwrap();
+    std::fs::write(occupied.join("notes.txt"), "mine").unwrap();
+    for target in [out.clone(), out.join("teacher"), occupied.clone()] {
+        let refused = sculpt(&[
+            "export",
+            out.to_str().unwrap(),
+            "--selected",
+            "--out",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(refused.status.code(), Some(1), "{}", target.display());
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("--out"), "{message}");
+    }
+    assert_eq!(std::fs::read(occupied.join("notes.txt")).unwrap(), b"mine");
+    // A changed teacher is caught before anything is rebuilt or cached.
+    let other = tmp.path().join("other-teacher");
+    let trained = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--out",
+        other.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--seed",
+        "7",
+    ]);
+    assert!(trained.status.success());
+    for file in ["model.toml", "model.safetensors"] {
+        std::fs::copy(other.join(file), out.join("teacher").join(file)).unwrap();
+    }
+    let heldout_before = std::fs::read(out.join("heldout.json")).unwrap();
+    let refused = sculpt(&[
+        "export",
+        out.to_str().unwrap(),
+        "--selected",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("the teacher") && message.contains("changed"),
+        "{message}"
+    );
+    std::fs::remove_file(out.join("heldout.json")).unwrap();
+    let refused = sculpt(&["report", out.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        !out.join("heldout.json").exists()
+            || std::fs::read(out.join("heldout.json")).unwrap() != heldout_before
+    );
+    assert_eq!(std::fs::read(out.join("trials.jsonl")).unwrap(), journal);
+
     // A campaign folder where a model directory belongs points at its teacher.
     let inspect = sculpt(&["inspect", out.to_str().unwrap()]);
     assert_eq!(inspect.status.code(), Some(1));

@@ -19,21 +19,24 @@ pub const CAMPAIGN_COPY: &str = "campaign.toml";
 /// The cache of test-split scores of rebuilt trials.
 pub const HELDOUT_FILE: &str = "heldout.json";
 
-/// Where the campaign file was and which seed the last run used, from `runs.jsonl`.
+/// Where the campaign file was and which seed the last run used, from `runs.jsonl`
+/// (runs of older versions recorded the seed only at their end).
 fn last_start(dir: &Path) -> Option<(Option<PathBuf>, Option<u64>)> {
     let text = std::fs::read_to_string(dir.join(sculpt_store::store::RUNS_FILE)).ok()?;
-    text.lines()
+    let records: Vec<serde_json::Value> = text
+        .lines()
         .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v.get("event").and_then(|e| e.as_str()) == Some("start"))
-        .map(|v| {
-            (
-                v.get("campaign_file")
-                    .and_then(|p| p.as_str())
-                    .map(PathBuf::from),
-                v.get("seed").and_then(|s| s.as_u64()),
-            )
-        })
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let file = records.iter().find_map(|v| {
+        v.get("campaign_file")
+            .and_then(|p| p.as_str())
+            .map(PathBuf::from)
+    });
+    let seed = records
+        .iter()
+        .find_map(|v| v.get("seed").and_then(|s| s.as_u64()));
+    Some((file, seed))
 }
 
 /// The campaign whose trials `dir` holds: `file` when given, else the copy `run` keeps
@@ -54,7 +57,13 @@ pub fn campaign_of(dir: &Path, file: Option<&Path>) -> Result<Campaign> {
                 ))
             })?;
             let at = original.unwrap_or_else(|| copy.clone());
-            Campaign::parse(&text, &at)?
+            Campaign::parse(&text, &at).map_err(|e| {
+                CampaignError::Invalid(format!(
+                    "{} (the copy of the campaign file in {}; its line numbers are the copy's): {e}",
+                    copy.display(),
+                    dir.display()
+                ))
+            })?
         }
     };
     if let Some(seed) = seed {
@@ -96,7 +105,31 @@ pub struct Workshop {
     pub teacher_dir: PathBuf,
     pub teacher: Graph,
     pub trials: Vec<TrialRecord>,
+    /// Why a rebuilt trial may differ slightly from the stored one.
+    pub warnings: Vec<String>,
     logits: Option<candle_core::Tensor>,
+}
+
+/// A warning when the trials ran on another build of sculpt: fine-tuning is reproducible
+/// with the same build and thread count, and float arithmetic of another build (a new
+/// GEMM kernel) moves a rebuilt student's scores by a few hundredths of a point.
+fn build_warning(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(sculpt_store::store::RUNS_FILE)).ok()?;
+    let ran = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| {
+            v.get("git_commit")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })?;
+    let now = env!("SCULPT_GIT_COMMIT");
+    (ran != now && ran != "unknown" && now != "unknown").then(|| {
+        format!(
+            "the trials ran on sculpt {ran} and this is {now}: a rebuilt trial's accuracy may differ from the stored one by float rounding"
+        )
+    })
 }
 
 impl Workshop {
@@ -105,6 +138,18 @@ impl Workshop {
         let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
         let (teacher_dir, teacher) = teacher_of(&campaign, dir)?;
         let (_, trials) = Store::read(dir)?;
+        // The fingerprint covers a teacher given as weights, not one the campaign trained
+        // into its folder: check that one against the accuracy the campaign stored.
+        let stored = Store::read_teacher(dir)?;
+        let now = crate::executor::runtime_accuracy(&teacher, &splits.val)?;
+        if (now - stored.accuracy).abs() > 0.005 {
+            return Err(CampaignError::Invalid(format!(
+                "the teacher in {} scores {:.2}% on the validation split, but the campaign stored {:.2}% for it: the teacher or the data changed since the trials ran, so they cannot be rebuilt",
+                teacher_dir.display(),
+                now * 100.0,
+                stored.accuracy * 100.0
+            )));
+        }
         Ok(Workshop {
             dir: dir.to_path_buf(),
             campaign,
@@ -112,6 +157,7 @@ impl Workshop {
             teacher_dir,
             teacher,
             trials,
+            warnings: build_warning(dir).into_iter().collect(),
             logits: None,
         })
     }
@@ -176,6 +222,19 @@ impl Workshop {
         )?;
         Ok(student)
     }
+}
+
+/// A rebuilt student must score on validation what its trial stored, up to the float
+/// rounding of another build or thread count; anything more means the inputs changed.
+fn check_rebuilt(trial_id: u64, stored: f64, rebuilt: f64) -> Result<()> {
+    if (stored - rebuilt).abs() > 0.01 {
+        return Err(CampaignError::Invalid(format!(
+            "trial {trial_id} rebuilt scores {:.2}% on the validation split but stored {:.2}%: its teacher, data or plan changed since it ran, so the rebuild is not that trial (nothing was written)",
+            rebuilt * 100.0,
+            stored * 100.0
+        )));
+    }
+    Ok(())
 }
 
 /// A rebuilt trial scored on both held-out splits.
@@ -252,12 +311,14 @@ pub fn held_out(
         progress(k, missing.len(), id);
         let stored = shop.trial(id)?.accuracy.unwrap_or(f64::NAN);
         let student = shop.rebuild(id, &mut |_| {})?;
+        let val_accuracy = crate::executor::runtime_accuracy(&student, &shop.splits.val)?;
+        check_rebuilt(id, stored, val_accuracy)?;
         cache.trials.insert(
             id,
             HeldOut {
                 trial_id: id,
                 stored_val_accuracy: stored,
-                val_accuracy: crate::executor::runtime_accuracy(&student, &shop.splits.val)?,
+                val_accuracy,
                 test_accuracy: crate::executor::runtime_accuracy(&student, &shop.splits.test)?,
             },
         );
@@ -302,6 +363,8 @@ pub struct ExportMetrics {
     pub flops: u64,
     /// The weights stored as packed integer codes, by name, with their bit widths.
     pub packed: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Rebuilds trial `trial_id` of the campaign in `dir` and writes it to `out`: the model
@@ -317,6 +380,11 @@ pub fn export(
     let mut shop = Workshop::open(dir, file)?;
     let trial = shop.trial(trial_id)?.clone();
     let student = shop.rebuild(trial_id, on_epoch)?;
+    check_rebuilt(
+        trial_id,
+        trial.accuracy.unwrap_or(f64::NAN),
+        crate::executor::runtime_accuracy(&student, &shop.splits.val)?,
+    )?;
     let (plan, _) =
         crate::standalone::trial_plan_in(&shop.campaign, &shop.teacher.spec, &trial, dir)?;
     let packed = sculpt_compress::pack(&student)?;
@@ -348,6 +416,7 @@ pub fn export(
         params: accounting.params,
         flops: accounting.flops,
         packed: packed.iter().map(|(k, p)| (k.clone(), p.bits)).collect(),
+        warnings: shop.warnings.clone(),
     };
     let json = serde_json::to_string_pretty(&metrics)
         .map_err(|e| CampaignError::Invalid(e.to_string()))?;
@@ -355,24 +424,92 @@ pub fn export(
     Ok(metrics)
 }
 
-/// The trial `select` wrote to `dir/selected.toml`.
+/// The trial `select` wrote to `dir/selected.toml`, checked against the folder: the
+/// same campaign, and the trial's stored parameters.
 pub fn selected_trial(dir: &Path) -> Result<u64> {
     let path = dir.join(SELECTED_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        CampaignError::Invalid(format!(
-            "{} has no {SELECTED_FILE}: run `sculpt select {} --max-latency-ms X` first, or \
-             name a trial with --trial N",
-            dir.display(),
-            dir.display()
-        ))
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        CampaignError::Invalid(if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "{} has no {SELECTED_FILE}: run `sculpt select {} --max-latency-ms X` first, or name a trial with --trial N",
+                dir.display(),
+                dir.display()
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        })
     })?;
     let value: toml::Value = toml::from_str(&text)
         .map_err(|e| CampaignError::Invalid(format!("{}: {e}", path.display())))?;
-    value
+    let id = value
         .get("trial_id")
         .and_then(|v| v.as_integer())
         .and_then(|v| u64::try_from(v).ok())
-        .ok_or_else(|| CampaignError::Invalid(format!("{}: no integer `trial_id`", path.display())))
+        .ok_or_else(|| {
+            CampaignError::Invalid(format!("{}: no integer `trial_id`", path.display()))
+        })?;
+    let (meta, trials) = Store::read(dir)?;
+    let named = value.get("campaign").and_then(|c| c.as_str());
+    if named.is_some_and(|n| n != meta.name) {
+        return Err(CampaignError::Invalid(format!(
+            "{} names campaign `{}`, but {} holds campaign `{}`; run `sculpt select` again",
+            path.display(),
+            named.unwrap_or_default(),
+            dir.display(),
+            meta.name
+        )));
+    }
+    if let (Some(params), Some(trial)) = (
+        value.get("params").and_then(|p| p.as_table()),
+        trials.iter().find(|t| t.trial_id == id),
+    ) {
+        for (k, v) in params {
+            let stored = trial.params.get(k).and_then(|s| s.as_f64());
+            let given = v.as_float().or(v.as_integer().map(|i| i as f64));
+            if stored
+                .zip(given)
+                .is_none_or(|(a, b)| (a - b).abs() > 1e-9 * a.abs().max(1.0))
+            {
+                return Err(CampaignError::Invalid(format!(
+                    "{}: `{k}` = {v} is not trial {id}'s stored value; the file was edited or belongs to another campaign: run `sculpt select` again",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(id)
+}
+
+/// Refuses an export folder that would overwrite something else: the campaign folder, its
+/// teacher, or a folder holding files other than an earlier export.
+pub fn check_export_out(dir: &Path, out: &Path) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (d, o) = (canon(dir), canon(out));
+    if o == d || o.starts_with(d.join("teacher")) || d.starts_with(&o) {
+        return Err(CampaignError::Invalid(format!(
+            "--out {} would write into the campaign folder {} or its teacher; choose a new folder",
+            out.display(),
+            dir.display()
+        )));
+    }
+    if out.is_file() {
+        return Err(CampaignError::Invalid(format!(
+            "--out {} is a file; export writes a folder",
+            out.display()
+        )));
+    }
+    let earlier_export = std::fs::read_to_string(out.join(sculpt_nn::io::METRICS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<ExportMetrics>(&t).ok())
+        .is_some();
+    let occupied = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !earlier_export {
+        return Err(CampaignError::Invalid(format!(
+            "--out {} is a folder with other files in it (not an earlier export); choose an empty or new folder",
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
 /// What `select` writes.

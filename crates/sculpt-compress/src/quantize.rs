@@ -389,4 +389,76 @@ mod tests {
             "{bytes} against {f32_bytes}"
         );
     }
+
+    #[test]
+    fn sparse_packed_weights_store_a_relative_index_and_load_back() {
+        use sculpt_nn::zoo;
+        let graph = zoo::init(zoo::spec("mlp", &[64], 10).unwrap(), 5).unwrap();
+        let name = format!("{}.weight", graph.spec.weight_layers()[0]);
+        let w = graph.params[&name].clone();
+        // 90% of the weights zeroed at random, and the first 40 rows entirely, so some
+        // gaps outrun every index width and need padding entries.
+        let values: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        let cols = w.dims()[1];
+        let sparse: Vec<f32> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if i / cols < 40 || (i * 7919) % 10 != 0 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let mut g = graph.clone();
+        g.params.insert(
+            name.clone(),
+            Tensor::from_vec(sparse, w.dims(), &sculpt_nn::device()).unwrap(),
+        );
+        g.spec.sparse.insert(name.clone());
+        let mut schemes = BTreeMap::new();
+        schemes.insert(
+            name.clone(),
+            WeightQuant {
+                bits: 4,
+                per_channel: true,
+                symmetric: false,
+            },
+        );
+        let q = quantize(&g, &schemes).unwrap();
+        let packed = pack(&q).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = sculpt_nn::io::save_packed(&q, &packed, dir.path()).unwrap();
+        let text = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains(&format!("{name}.gaps")));
+        let back = sculpt_nn::io::load(dir.path()).unwrap();
+        let a: Vec<f32> = q.params[&name].flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = back.params[&name].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(
+            a.iter().filter(|v| **v != 0.0).count(),
+            b.iter().filter(|v| **v != 0.0).count()
+        );
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{worst}");
+        // The layer's stored bytes are near what the size accounting counts for it.
+        let counted = crate::size::param_size_bytes(&q, &name).unwrap();
+        let dense_codes = (a.len() * 4).div_ceil(8) as u64;
+        assert!(counted < dense_codes / 2, "{counted} against {dense_codes}");
+        let others: u64 = q
+            .params
+            .iter()
+            .filter(|(k, _)| **k != name)
+            .map(|(_, t)| t.elem_count() as u64 * 4)
+            .sum();
+        assert!(
+            bytes < others + counted + 2048,
+            "{bytes} against {} + {counted}",
+            others
+        );
+    }
 }

@@ -179,20 +179,53 @@ pub struct PackedWeight {
     pub zero_points: Vec<u32>,
 }
 
+/// Packs `values`, `bits` each, least significant bit first.
+fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
+    let bits = bits as usize;
+    let mut out = vec![0u8; (values.len() * bits).div_ceil(8)];
+    for (i, &c) in values.iter().enumerate() {
+        for b in 0..bits {
+            if (c >> b) & 1 == 1 {
+                let at = i * bits + b;
+                out[at / 8] |= 1 << (at % 8);
+            }
+        }
+    }
+    out
+}
+
+/// A sparse weight's entries under a relative index of `index_bits`-bit gaps (Deep
+/// Compression's format, as the size accounting counts it): each entry is a gap since the
+/// previous entry (1 to 2^index_bits, stored minus one) and a code; a gap too long for the
+/// index takes padding entries that hold the zero code.
+fn relative_entries(p: &PackedWeight, index_bits: u32) -> (Vec<u32>, Vec<u32>) {
+    let span = 1usize << index_bits;
+    let group = p.codes.len() / p.scales.len().max(1);
+    let zero = |i: usize| p.zero_points[i / group.max(1)];
+    let (mut gaps, mut codes) = (Vec::new(), Vec::new());
+    let mut last: isize = -1;
+    for (i, &c) in p.codes.iter().enumerate() {
+        if c == zero(i) {
+            continue;
+        }
+        let mut gap = (i as isize - last) as usize;
+        while gap > span {
+            last += span as isize;
+            gaps.push((span - 1) as u32);
+            codes.push(zero(last as usize));
+            gap -= span;
+        }
+        gaps.push((gap - 1) as u32);
+        codes.push(c);
+        last = i as isize;
+    }
+    (gaps, codes)
+}
+
 impl PackedWeight {
     /// The codes packed `bits` to a code, least significant bit first.
     pub fn packed_codes(&self) -> Vec<u8> {
-        let bits = self.bits as usize;
-        let mut out = vec![0u8; (self.codes.len() * bits).div_ceil(8)];
-        for (i, &c) in self.codes.iter().enumerate() {
-            for b in 0..bits {
-                if (c >> b) & 1 == 1 {
-                    let at = i * bits + b;
-                    out[at / 8] |= 1 << (at % 8);
-                }
-            }
-        }
-        out
+        pack_bits(&self.codes, self.bits)
     }
 
     /// The dequantized values.
@@ -245,13 +278,41 @@ pub fn save_packed(
             if p.bits == 0 || p.bits > 8 || p.zero_points.iter().any(|&z| z >= 1 << p.bits) {
                 return Err(spec_err(format!("{name}: cannot pack {} bits", p.bits)));
             }
-            let codes = p.packed_codes();
-            buffers.push((
-                format!("{name}{PACKED_SUFFIX}"),
-                Dtype::U8,
-                vec![codes.len()],
-                codes,
-            ));
+            // A sparse weight stores its nonzero codes with a relative index, in the
+            // index width that makes it smallest, when that beats the dense codes.
+            let relative = graph.spec.sparse.contains(name).then(|| {
+                (2..=8u32)
+                    .map(|b| (b, relative_entries(p, b)))
+                    .min_by_key(|(b, (gaps, _))| gaps.len() * (*b + p.bits) as usize)
+                    .expect("a non-empty range")
+            });
+            let dense_bits = p.codes.len() * p.bits as usize;
+            match relative
+                .filter(|(b, (gaps, _))| gaps.len() * ((*b + p.bits) as usize) < dense_bits)
+            {
+                Some((index_bits, (gaps, codes))) => {
+                    metadata.insert(format!("{name}.index_bits"), index_bits.to_string());
+                    metadata.insert(format!("{name}.entries"), codes.len().to_string());
+                    let codes = pack_bits(&codes, p.bits);
+                    let gaps = pack_bits(&gaps, index_bits);
+                    buffers.push((
+                        format!("{name}{PACKED_SUFFIX}"),
+                        Dtype::U8,
+                        vec![codes.len()],
+                        codes,
+                    ));
+                    buffers.push((format!("{name}.gaps"), Dtype::U8, vec![gaps.len()], gaps));
+                }
+                None => {
+                    let codes = p.packed_codes();
+                    buffers.push((
+                        format!("{name}{PACKED_SUFFIX}"),
+                        Dtype::U8,
+                        vec![codes.len()],
+                        codes,
+                    ));
+                }
+            }
             buffers.push((
                 format!("{name}.scale"),
                 Dtype::F32,
@@ -353,8 +414,29 @@ fn unpack_all(params: &mut BTreeMap<String, Tensor>, path: &Path) -> Result<()> 
         let scales: Vec<f32> = take(".scale")?.to_vec1()?;
         let zero_points: Vec<u8> = take(".zero_point")?.to_vec1()?;
         let count: usize = shape.iter().product();
+        let relative = match metadata.get(&format!("{name}.index_bits")) {
+            None => None,
+            Some(b) => {
+                let index_bits: u32 =
+                    b.parse()
+                        .ok()
+                        .filter(|b| (1..=16).contains(b))
+                        .ok_or_else(|| {
+                            err(format!("`{name}.index_bits` is not a width from 1 to 16"))
+                        })?;
+                let entries: usize = field("entries")?
+                    .parse()
+                    .map_err(|_| err(format!("`{name}.entries` is not a count")))?;
+                let gaps: Vec<u8> = take(".gaps")?.to_vec1()?;
+                Some((index_bits, entries, gaps))
+            }
+        };
+        let stored = relative.as_ref().map_or(count, |r| r.1);
         if !(1..=8).contains(&bits)
-            || codes.len() != (count * bits as usize).div_ceil(8)
+            || codes.len() != (stored * bits as usize).div_ceil(8)
+            || relative
+                .as_ref()
+                .is_some_and(|(b, n, g)| g.len() != (n * *b as usize).div_ceil(8))
             || scales.is_empty()
             || scales.len() != zero_points.len()
             || !count.is_multiple_of(scales.len())
@@ -366,12 +448,35 @@ fn unpack_all(params: &mut BTreeMap<String, Tensor>, path: &Path) -> Result<()> 
                 zero_points.len()
             )));
         }
+        let zero_points: Vec<u32> = zero_points.into_iter().map(u32::from).collect();
+        let codes = match &relative {
+            None => unpack_codes(&codes, bits, count),
+            Some((index_bits, entries, gaps)) => {
+                let group = count / scales.len();
+                let mut dense: Vec<u32> = (0..count).map(|i| zero_points[i / group]).collect();
+                let values = unpack_codes(&codes, bits, *entries);
+                let mut at: isize = -1;
+                for (gap, value) in unpack_codes(gaps, *index_bits, *entries)
+                    .into_iter()
+                    .zip(values)
+                {
+                    at += gap as isize + 1;
+                    let slot = dense.get_mut(at as usize).ok_or_else(|| {
+                        err(format!(
+                            "packed weight `{name}`: its index runs past {count} values"
+                        ))
+                    })?;
+                    *slot = value;
+                }
+                dense
+            }
+        };
         let weight = PackedWeight {
             bits,
             shape: shape.clone(),
-            codes: unpack_codes(&codes, bits, count),
+            codes,
             scales,
-            zero_points: zero_points.into_iter().map(u32::from).collect(),
+            zero_points,
         };
         params.insert(
             name.clone(),

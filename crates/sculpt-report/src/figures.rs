@@ -159,20 +159,47 @@ pub const COLOURS: [RGBColor; 4] = [
     RGBColor(120, 60, 150),
 ];
 
-/// Bytes with a binary unit: `1.5 MiB`, `320 KiB`, `900 B`.
+/// Bytes in decimal units, to three significant digits: `1.07 MB`, `25.5 kB`, `900 B`.
 pub fn format_bytes(bytes: f64) -> String {
-    if bytes >= 1024.0 * 1024.0 {
-        format!("{:.3} MiB", bytes / 1024.0 / 1024.0)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            .replace(" Mi", " MiB")
-            .replace("MiBB", "MiB")
-    } else if bytes >= 1024.0 {
-        format!("{:.0} KiB", bytes / 1024.0)
+    let (value, unit) = if bytes >= 1e9 {
+        (bytes / 1e9, "GB")
+    } else if bytes >= 1e6 {
+        (bytes / 1e6, "MB")
+    } else if bytes >= 1e3 {
+        (bytes / 1e3, "kB")
     } else {
-        format!("{bytes:.0} B")
+        return format!("{bytes:.0} B");
+    };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{} {unit}", trim_number(&format!("{value:.digits$}")))
+}
+
+/// Tick values of a log axis of bytes between `lo` and `hi`: 1, 2 and 5 times powers of
+/// ten, thinned to 1 and 10 when the axis spans more than four decades.
+fn byte_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let steps: &[f64] = if hi / lo > 1e4 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for s in steps {
+            let v = decade * s;
+            if v >= lo && v <= hi {
+                ticks.push(v);
+            }
+        }
+        decade *= 10.0;
     }
+    ticks
 }
 
 /// `0.0060` → `0.006`, `0.0000` → `0`, `12.5000` → `12.5`.
@@ -293,6 +320,8 @@ pub fn draw_front<DB: DrawingBackend>(
         .x_desc(x_desc)
         .y_desc("validation accuracy (%)")
         .x_label_formatter(&x_fmt)
+        // A log axis gets its own ticks at round byte counts, drawn below.
+        .x_labels(if log { 0 } else { 10 })
         .y_label_formatter(&|v| format!("{v:.1}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
@@ -300,6 +329,31 @@ pub fn draw_front<DB: DrawingBackend>(
         .bold_line_style(RGBColor(230, 230, 230))
         .draw()
         .map_err(|x| e(&x))?;
+    if log {
+        let rule = RGBColor(230, 230, 230);
+        for v in byte_ticks(10f64.powf(x_lo), 10f64.powf(x_hi)) {
+            let x = v.log10();
+            chart
+                .draw_series(LineSeries::new(vec![(x, y_lo), (x, y_hi)], rule))
+                .map_err(|x| e(&x))?;
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((x, y_lo))
+                        + PathElement::new(vec![(0, 0), (0, 5)], BLACK)
+                        + Text::new(
+                            format_bytes(v),
+                            (0, 9),
+                            ("sans-serif", 14).into_font().color(&BLACK).pos(
+                                plotters::style::text_anchor::Pos::new(
+                                    plotters::style::text_anchor::HPos::Center,
+                                    plotters::style::text_anchor::VPos::Top,
+                                ),
+                            ),
+                        ),
+                ))
+                .map_err(|x| e(&x))?;
+        }
+    }
     let grey = RGBColor(185, 185, 185);
     for (all, front) in &data {
         chart
@@ -315,7 +369,7 @@ pub fn draw_front<DB: DrawingBackend>(
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .map_err(|x| e(&x))?
             .label(format!(
-                "dominated trial ({})",
+                "{} dominated trials",
                 data[0].0.len() - data[0].1.len()
             ))
             .legend(move |(x, y)| Circle::new((x, y), 3, grey.filled()));
@@ -329,9 +383,9 @@ pub fn draw_front<DB: DrawingBackend>(
             .filter(|p| p.1 >= y_lo)
             .collect();
         let label = if series.len() == 1 {
-            format!("Pareto front ({} trials)", front.len())
+            format!("Pareto front: {} trials", front.len())
         } else {
-            format!("{} front ({} trials)", s.name, front.len())
+            format!("{} front: {} trials", s.name, front.len())
         };
         let style = colour.stroke_width(2);
         let anno = match k % 3 {
@@ -585,7 +639,23 @@ pub fn draw_heatmap<DB: DrawingBackend>(
         let y = (nr - 1 - r) as f64;
         for (c, v) in row.iter().enumerate() {
             let x = c as f64;
-            let Some(v) = v else { continue };
+            let Some(v) = v else {
+                // The knob does not apply to this layer (the output layer is never pruned).
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        "–",
+                        (x + 0.5, y + 0.5),
+                        ("sans-serif", 14)
+                            .into_font()
+                            .color(&RGBColor(150, 150, 150))
+                            .pos(plotters::style::text_anchor::Pos::new(
+                                plotters::style::text_anchor::HPos::Center,
+                                plotters::style::text_anchor::VPos::Center,
+                            )),
+                    )))
+                    .map_err(|x| e(&x))?;
+                continue;
+            };
             let (fill, t) = shade(*v);
             chart
                 .draw_series(std::iter::once(Rectangle::new(

@@ -174,23 +174,23 @@ pub fn write_html_report(out: &Path, campaigns: &[CampaignReport]) -> Result<Rep
             String::new()
         };
         let height = (140 + 34 * front.len()).min(1400) as u32;
-        let width = (260 + 110 * c.layers.len()).clamp(560, 1200) as u32;
+        let width = (260 + 110 * c.layers.len()).clamp(640, 1200) as u32;
         for (knob, what, range, fmt) in [
             (
                 "bits",
-                "Weight bits per layer",
+                "Weight bits",
                 (2.0, 8.0),
                 &(|v: f64| format!("{v:.0}")) as &dyn Fn(f64) -> String,
             ),
             (
                 "prune",
-                "Fraction of neurons or channels pruned per layer",
+                "Neurons or channels pruned (fraction)",
                 (0.0, 0.9),
                 &(|v: f64| format!("{v:.2}")) as &dyn Fn(f64) -> String,
             ),
             (
                 "sparsity",
-                "Fraction of weights zeroed per layer",
+                "Weights zeroed (fraction)",
                 (0.0, 0.95),
                 &(|v: f64| format!("{v:.2}")) as &dyn Fn(f64) -> String,
             ),
@@ -199,7 +199,7 @@ pub fn write_html_report(out: &Path, campaigns: &[CampaignReport]) -> Result<Rep
             if values.iter().all(|r| r.iter().all(Option::is_none)) {
                 continue;
             }
-            let title = format!("{what}, Pareto configurations of {}", c.name);
+            let title = format!("{what} per layer");
             let stem = format!("heatmap-{knob}{suffix}");
             let f = crate::figure!(&fig_dir, &stem, &title, (width, height), |root| {
                 crate::figures::draw_heatmap(
@@ -446,7 +446,7 @@ fn render_html(
         let table = rows(c);
         let _ = writeln!(h, "<h2>Pareto configurations: {}</h2>", esc(&c.name));
         let _ = writeln!(h, "<p class=\"note\">Sorted by latency. Δ is the validation accuracy change against the teacher, in points; speed-up and compression are against the teacher.{}</p>",
-            if c.heldout.is_empty() { " The test column is empty: run <code>sculpt report</code> without <code>--no-test</code> to rebuild and score these on the test split." } else { "" });
+            if c.heldout.is_empty() && !table.is_empty() { " The test column is empty: run <code>sculpt report</code> without <code>--no-test</code> to rebuild and score these on the test split." } else { "" });
         let _ = writeln!(h, "<table><tr><th>trial</th><th>validation</th><th>test</th><th>Δ (points)</th><th>latency (ms)</th><th>speed-up</th><th>size</th><th>compression</th><th class=\"l\">configuration</th></tr>");
         for r in &table {
             let _ = writeln!(
@@ -587,6 +587,24 @@ fn render_markdown(
             );
         }
         let _ = writeln!(m);
+        let failed: Vec<&TrialRecord> = c
+            .trials
+            .iter()
+            .filter(|t| matches!(t.state, TrialState::Failed | TrialState::Diverged))
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(m, "### Failed or diverged trials of {}\n", c.name);
+            for t in failed {
+                let _ = writeln!(
+                    m,
+                    "- trial {} ({}): {}",
+                    t.trial_id,
+                    t.state.as_str(),
+                    t.error.as_deref().unwrap_or("no reason recorded")
+                );
+            }
+            let _ = writeln!(m);
+        }
     }
     m
 }
