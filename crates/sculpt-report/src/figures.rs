@@ -86,6 +86,7 @@ pub fn render(
         let mut encoder = png::Encoder::new(&mut bytes, w, h);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Best);
         let mut writer = encoder
             .write_header()
             .map_err(|e| plot_err(&png_path, e.to_string()))?;

@@ -394,11 +394,11 @@ fn render_html(
                 Some(p) => {
                     let _ = writeln!(
                         h,
-                        "trial {}: validation {}{} ({:+.2} points against the teacher), {:.4} ms ({:.1}× faster), {} ({:.1}× smaller). {}",
+                        "trial {}: validation {} ({:+.2} points against the teacher's){}, {:.4} ms ({:.1}× faster), {} ({:.1}× smaller). {}",
                         p.trial_id,
                         pct(p.accuracy.unwrap_or(0.0)),
-                        c.heldout.get(&p.trial_id).map(|x| format!(", test {}", pct(x.1))).unwrap_or_default(),
                         (p.accuracy.unwrap_or(0.0) - t.accuracy) * 100.0,
+                        c.heldout.get(&p.trial_id).map(|x| format!(", test {}", pct(x.1))).unwrap_or_default(),
                         p.latency_ms.unwrap_or(0.0),
                         t.latency_ms / p.latency_ms.unwrap_or(f64::NAN),
                         format_bytes(p.size_bytes.unwrap_or(0) as f64),
