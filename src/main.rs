@@ -920,6 +920,12 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
         "{} (input {:?}, {} classes)",
         graph.spec.name, graph.spec.input_shape, graph.spec.num_classes
     );
+    match &graph.spec.preprocessing {
+        Some(p) => println!("input preprocessing: {}", p.describe()),
+        None => println!(
+            "input preprocessing: not declared (sculpt feeds its own standardisation; declare [preprocessing] in model.toml for a model trained elsewhere)"
+        ),
+    }
     println!(
         "{:<14} {:<14} {:<16} {:>10} {:>14}",
         "name", "op", "output", "params", "FLOPs"
@@ -942,6 +948,24 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
         rows.iter().map(|r| r.params).sum::<usize>(),
         rows.iter().map(|r| r.flops).sum::<u64>()
     );
+    Ok(())
+}
+
+/// A folder given where a campaign folder is expected must be one.
+fn require_campaign_folder(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join(sculpt_store::store::CAMPAIGN_FILE).is_file() {
+        anyhow::bail!(
+            "{} is not a campaign folder (it has no {}); `sculpt run CAMPAIGN.toml --out {}` makes one{}",
+            dir.display(),
+            sculpt_store::store::CAMPAIGN_FILE,
+            dir.display(),
+            if dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
+                ". It is a model directory: `sculpt eval --model` and `sculpt inspect` read those"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 
@@ -985,8 +1009,11 @@ fn eval(
     hint_campaign_folder(model, "eval --model")?;
     let graph = sculpt_nn::io::load(model)?;
     let splits = sculpt_data::load(data, seed)?;
-    sculpt_campaign::teacher::check_fits(&graph.spec, &splits)
+    let (splits, data_warning) = sculpt_campaign::teacher::fit_data(model, &graph.spec, splits)
         .with_context(|| format!("{} does not fit {data}", model.display()))?;
+    if let Some(w) = &data_warning {
+        eprintln!("warning: {w}");
+    }
     let dataset = match split {
         "test" => &splits.test,
         "val" => &splits.val,
@@ -1022,6 +1049,8 @@ fn eval(
         "params": graph.num_params(),
         "flops": graph.flops()?,
         "layers": runtime.layers(),
+        "preprocessing": splits.preprocessing,
+        "warnings": data_warning.iter().collect::<Vec<_>>(),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1733,10 +1762,11 @@ fn report(
 ) -> anyhow::Result<()> {
     let mut loaded = Vec::new();
     for dir in dirs {
+        require_campaign_folder(dir)?;
         let mut c = sculpt_campaign::report::load_campaign(dir, budget_ms)?;
         if test {
             let bar = counter(0, "rebuilt on the test split");
-            c.score_held_out(campaign, &mut |done, total, id| {
+            let warnings = c.score_held_out(campaign, &mut |done, total, id| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
                 if id != u64::MAX {
@@ -1750,6 +1780,9 @@ fn report(
                 )
             })?;
             bar.finish_and_clear();
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
         }
         // The folder's own summary.md and pareto.svg, as `run` writes them.
         sculpt_report::write_report(
@@ -1810,6 +1843,7 @@ fn select(
     json: bool,
 ) -> anyhow::Result<()> {
     use sculpt_report::{Constraints, Prefer, Selection};
+    require_campaign_folder(dir)?;
     let prefer = Prefer::parse(prefer)
         .with_context(|| format!("--prefer `{prefer}`: use accuracy, size or latency"))?;
     let (meta, trials) = Store::read(dir)?;
@@ -1874,6 +1908,9 @@ fn select(
                             dir.display()
                         )
                     })?;
+                for w in &cache.warnings {
+                    eprintln!("warning: {w}");
+                }
                 cache
                     .trials
                     .iter()
@@ -1987,6 +2024,7 @@ fn export(
     campaign: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<()> {
+    require_campaign_folder(dir)?;
     let trial = match trial {
         Some(t) => t,
         None => sculpt_campaign::rebuild::selected_trial(dir)?,

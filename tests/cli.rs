@@ -1873,3 +1873,133 @@ fn the_readme_names_both_build_folders() {
     assert!(readme.contains("~/.cache/sculpt-target/release/sculpt"));
     assert!(readme.contains("target/release/sculpt"));
 }
+
+/// The preprocessing defect: a model trained elsewhere on other inputs must not be fed
+/// sculpt's standardisation silently. A digits MLP trained by sculpt records its
+/// preprocessing; the same network with that standardisation folded into fc1 takes raw
+/// inputs, declares so, and scores the same; stripped of its declaration it is warned
+/// about (and scores worse, fed the wrong inputs).
+#[test]
+fn a_model_is_fed_the_preprocessing_it_declares() {
+    use candle_core::{Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mlp");
+    let trained = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--out",
+        model.to_str().unwrap(),
+        "--epochs",
+        "8",
+    ]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let spec_text = std::fs::read_to_string(model.join("model.toml")).unwrap();
+    let spec: toml::Table = spec_text.parse().unwrap();
+    let pre = spec["preprocessing"]
+        .as_table()
+        .expect("train records [preprocessing]");
+    let floats = |k: &str| -> Vec<f32> {
+        pre[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_float().unwrap() as f32)
+            .collect()
+    };
+    let (mean, std) = (floats("mean"), floats("std"));
+    assert_eq!(mean.len(), 64, "digits are standardised per feature");
+    let eval = |dir: &Path| -> (f64, String) {
+        let out = sculpt(&[
+            "eval",
+            "--model",
+            dir.to_str().unwrap(),
+            "--data",
+            "digits",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["accuracy"].as_f64().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (original, warned) = eval(&model);
+    assert!(
+        !warned.contains("declares no input preprocessing"),
+        "{warned}"
+    );
+
+    // Fold the standardisation into fc1: W' = W / std, b' = b - W' · mean.
+    let weights =
+        candle_core::safetensors::load(model.join("model.safetensors"), &Device::Cpu).unwrap();
+    let w: Vec<Vec<f32>> = weights["fc1.weight"].to_vec2().unwrap();
+    let b: Vec<f32> = weights["fc1.bias"].to_vec1().unwrap();
+    let folded: Vec<Vec<f32>> = w
+        .iter()
+        .map(|row| row.iter().zip(&std).map(|(x, s)| x / s).collect())
+        .collect();
+    let bias: Vec<f32> = folded
+        .iter()
+        .zip(&b)
+        .map(|(row, b)| b - row.iter().zip(&mean).map(|(x, m)| x * m).sum::<f32>())
+        .collect();
+    let mut raw_weights = weights.clone();
+    let rows = folded.len();
+    raw_weights.insert(
+        "fc1.weight".into(),
+        Tensor::from_vec(folded.concat(), (rows, 64), &Device::Cpu).unwrap(),
+    );
+    raw_weights.insert(
+        "fc1.bias".into(),
+        Tensor::from_vec(bias, rows, &Device::Cpu).unwrap(),
+    );
+    let raw = tmp.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    candle_core::safetensors::save(&raw_weights, raw.join("model.safetensors")).unwrap();
+    let mut raw_spec = spec.clone();
+    raw_spec.insert(
+        "preprocessing".into(),
+        toml::Value::Table(toml::Table::new()),
+    );
+    std::fs::write(raw.join("model.toml"), toml::to_string(&raw_spec).unwrap()).unwrap();
+    let (declared, warned) = eval(&raw);
+    assert!(
+        (declared - original).abs() < 0.003,
+        "{declared} against {original}"
+    );
+    assert!(
+        !warned.contains("declares no input preprocessing"),
+        "{warned}"
+    );
+
+    // Without the declaration it is fed sculpt's standardisation: a loud warning, and a
+    // worse score.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(
+        raw.join("model.safetensors"),
+        bare.join("model.safetensors"),
+    )
+    .unwrap();
+    raw_spec.remove("preprocessing");
+    std::fs::write(bare.join("model.toml"), toml::to_string(&raw_spec).unwrap()).unwrap();
+    let (undeclared, warned) = eval(&bare);
+    assert!(
+        warned.contains("declares no input preprocessing"),
+        "{warned}"
+    );
+    assert!(
+        undeclared < original - 0.02,
+        "{undeclared} against {original}"
+    );
+}

@@ -147,6 +147,10 @@ pub fn bench_table(
     }
     let seed = crate::standalone::model_seed(model, None);
     let splits = sculpt_data::load(data, seed)?;
+    let (splits, data_warning) = crate::teacher::fit_data(model, &teacher.spec, splits)?;
+    if let Some(w) = data_warning {
+        tracing::warn!("{w}");
+    }
     let latency: Box<dyn LatencyModel> = match &settings.lut {
         Some(path) => Box::new(sculpt_latency::Lut::load(path)?),
         None => Box::new(sculpt_latency::Roofline {

@@ -158,6 +158,20 @@ pub fn latency_model(campaign: &Campaign) -> Result<Box<dyn LatencyModel>> {
     })
 }
 
+/// The campaign's data as its teacher expects it: a teacher given as weights gets the
+/// preprocessing its model declares (with a warning when it declares none); a zoo teacher
+/// is trained by the campaign on sculpt's own standardisation.
+pub fn campaign_splits(campaign: &Campaign) -> Result<(Splits, Option<String>)> {
+    let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
+    match &campaign.teacher {
+        TeacherSource::Weights(dir) => {
+            let spec = sculpt_nn::io::load_spec(&dir.join(sculpt_nn::io::SPEC_FILE))?;
+            crate::teacher::fit_data(dir, &spec, splits)
+        }
+        TeacherSource::Zoo { .. } => Ok((splits, None)),
+    }
+}
+
 /// The teacher's architecture, known before any training, so the campaign directory can
 /// be locked and checked first.
 pub(crate) fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<GraphSpec> {
@@ -667,7 +681,7 @@ pub fn run_opts(
     }
     let started = Instant::now();
     let started_at = unix_seconds();
-    let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
+    let (splits, data_warning) = campaign_splits(campaign)?;
     // Lock the directory and check that it belongs to this campaign before any training.
     let spec = teacher_spec(campaign, &splits)?;
     let layers = spec.weight_layers();
@@ -690,6 +704,12 @@ pub fn run_opts(
         tracing::warn!("{warning}");
         for o in observers.iter_mut() {
             o.on_phase(&format!("warning: {warning}"));
+        }
+    }
+    if let Some(w) = &data_warning {
+        tracing::warn!("{w}");
+        for o in observers.iter_mut() {
+            o.on_phase(&format!("warning: {w}"));
         }
     }
     let warned = store.warnings().len();
@@ -1219,7 +1239,10 @@ pub fn work(out: &Path, stop: &AtomicBool) -> Result<WorkerOutcome> {
             run.fingerprint
         )));
     }
-    let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
+    let (splits, data_warning) = campaign_splits(&campaign)?;
+    if let Some(w) = data_warning {
+        tracing::warn!("{w}");
+    }
     let teacher = match &campaign.teacher {
         TeacherSource::Weights(dir) => sculpt_nn::io::load(dir)?,
         TeacherSource::Zoo { .. } => {

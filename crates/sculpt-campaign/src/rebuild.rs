@@ -135,7 +135,7 @@ fn build_warning(dir: &Path) -> Option<String> {
 impl Workshop {
     pub fn open(dir: &Path, file: Option<&Path>) -> Result<Workshop> {
         let campaign = campaign_of(dir, file)?;
-        let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
+        let (splits, data_warning) = crate::executor::campaign_splits(&campaign)?;
         let (teacher_dir, teacher) = teacher_of(&campaign, dir)?;
         let (_, trials) = Store::read(dir)?;
         // The fingerprint covers a teacher given as weights, not one the campaign trained
@@ -157,7 +157,7 @@ impl Workshop {
             teacher_dir,
             teacher,
             trials,
-            warnings: build_warning(dir).into_iter().collect(),
+            warnings: build_warning(dir).into_iter().chain(data_warning).collect(),
             logits: None,
         })
     }
@@ -256,19 +256,56 @@ pub struct HeldOutCache {
     pub fingerprint: String,
     pub teacher_test_accuracy: Option<f64>,
     pub trials: BTreeMap<u64, HeldOut>,
+    /// What the caller should tell the user (a cache that could not be used).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl HeldOutCache {
     /// The cache of `dir`, empty when absent or written for another fingerprint.
     pub fn read(dir: &Path, fingerprint: &str) -> HeldOutCache {
-        std::fs::read_to_string(dir.join(HELDOUT_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str::<HeldOutCache>(&t).ok())
-            .filter(|c| c.fingerprint == fingerprint)
-            .unwrap_or_else(|| HeldOutCache {
-                fingerprint: fingerprint.to_string(),
-                ..Default::default()
-            })
+        Self::read_checked(dir, fingerprint).0
+    }
+
+    /// The cache of `dir`, and a warning when a file was there but could not be used
+    /// (unreadable, not a cache, or holding impossible accuracies): its scores are
+    /// computed again.
+    pub fn read_checked(dir: &Path, fingerprint: &str) -> (HeldOutCache, Option<String>) {
+        let empty = HeldOutCache {
+            fingerprint: fingerprint.to_string(),
+            ..Default::default()
+        };
+        let path = dir.join(HELDOUT_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return (empty, None);
+        };
+        match serde_json::from_str::<HeldOutCache>(&text) {
+            Err(e) => (
+                empty,
+                Some(format!(
+                    "{} is not a readable cache ({e}); its test scores are computed again",
+                    path.display()
+                )),
+            ),
+            Ok(c) if c.fingerprint != fingerprint => (empty, None),
+            Ok(c) => {
+                let sane = |a: f64| (0.0..=1.0).contains(&a);
+                let bad = c.trials.values().any(|h| {
+                    !(sane(h.val_accuracy) && sane(h.test_accuracy) && sane(h.stored_val_accuracy))
+                }) || c.teacher_test_accuracy.is_some_and(|a| !sane(a));
+                if bad {
+                    (
+                        empty,
+                        Some(format!(
+                            "{} holds accuracies outside [0, 1]; its test scores are computed again",
+                            path.display()
+                        )),
+                    )
+                } else {
+                    (c, None)
+                }
+            }
+        }
     }
 
     fn write(&self, dir: &Path) -> Result<()> {
@@ -291,7 +328,11 @@ pub fn held_out(
     progress: &mut dyn FnMut(usize, usize, u64),
 ) -> Result<HeldOutCache> {
     let (meta, _) = Store::read(dir)?;
-    let mut cache = HeldOutCache::read(dir, &meta.fingerprint);
+    let (mut cache, warning) = HeldOutCache::read_checked(dir, &meta.fingerprint);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+        cache.warnings.push(w);
+    }
     let missing: Vec<u64> = ids
         .iter()
         .copied()
@@ -514,3 +555,53 @@ pub fn check_export_out(dir: &Path, out: &Path) -> Result<()> {
 
 /// What `select` writes.
 pub const SELECTED_FILE: &str = "selected.toml";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_heldout_cache_is_dropped_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HELDOUT_FILE);
+        // Absent: empty, no warning.
+        let (c, w) = HeldOutCache::read_checked(dir.path(), "fp");
+        assert!(c.trials.is_empty() && w.is_none());
+        // Not JSON of a cache.
+        std::fs::write(&path, "{\"fingerprint\": 5").unwrap();
+        let (c, w) = HeldOutCache::read_checked(dir.path(), "fp");
+        assert!(c.trials.is_empty() && w.unwrap().contains("not a readable cache"));
+        // An impossible accuracy.
+        let mut good = HeldOutCache {
+            fingerprint: "fp".into(),
+            teacher_test_accuracy: Some(0.97),
+            ..Default::default()
+        };
+        good.trials.insert(
+            3,
+            HeldOut {
+                trial_id: 3,
+                stored_val_accuracy: 0.95,
+                val_accuracy: 0.95,
+                test_accuracy: 0.96,
+            },
+        );
+        good.write(dir.path()).unwrap();
+        let (c, w) = HeldOutCache::read_checked(dir.path(), "fp");
+        assert_eq!(c.trials.len(), 1);
+        assert!(w.is_none());
+        // Another campaign's cache is ignored quietly.
+        assert!(HeldOutCache::read(dir.path(), "other").trials.is_empty());
+        good.trials.get_mut(&3).unwrap().test_accuracy = 7.5;
+        good.write(dir.path()).unwrap();
+        let (c, w) = HeldOutCache::read_checked(dir.path(), "fp");
+        assert!(c.trials.is_empty() && w.unwrap().contains("outside [0, 1]"));
+    }
+
+    #[test]
+    fn rebuilt_scores_must_match_the_stored_ones() {
+        assert!(check_rebuilt(1, 0.97, 0.9702).is_ok());
+        let e = check_rebuilt(1, 0.97, 0.75).unwrap_err().to_string();
+        assert!(e.contains("changed since it ran"), "{e}");
+    }
+}

@@ -268,11 +268,12 @@ impl LoadedCampaign {
 
     /// Rebuilds the Pareto configurations not scored yet and scores them on the test
     /// split (see [`crate::rebuild::held_out`]).
+    /// Returns the warnings the user should see.
     pub fn score_held_out(
         &mut self,
         file: Option<&Path>,
         progress: &mut dyn FnMut(usize, usize, u64),
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let ids: Vec<u64> = self
             .view()
             .pareto()
@@ -286,6 +287,6 @@ impl LoadedCampaign {
             .values()
             .map(|h| (h.trial_id, (h.val_accuracy, h.test_accuracy)))
             .collect();
-        Ok(())
+        Ok(cache.warnings)
     }
 }

@@ -128,7 +128,10 @@ impl SensitivitySweep {
         }
         let model = sculpt_nn::io::load(run.model)?;
         let splits = sculpt_data::load(run.data, run.seed)?;
-        crate::teacher::check_fits(&model.spec, &splits)?;
+        let (splits, data_warning) = crate::teacher::fit_data(run.model, &model.spec, splits)?;
+        if let Some(w) = data_warning {
+            tracing::warn!("{w}");
+        }
         let mut points = Vec::new();
         // Layer by layer, so the table reads (and a progress bar advances) one layer at a
         // time; within a layer, knob by knob in the order above.

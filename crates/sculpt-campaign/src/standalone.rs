@@ -99,7 +99,8 @@ pub fn compress_model(
         ));
     }
     let splits = sculpt_data::load(run.data, seed)?;
-    crate::teacher::check_fits(&teacher.spec, &splits)?;
+    let (splits, data_warning) = crate::teacher::fit_data(run.model, &teacher.spec, splits)?;
+    warnings.extend(data_warning);
     let (plan, settings) = sculpt_compress::load_plan(run.plan, &teacher)?;
     let mut config = sculpt_nn::TrainConfig {
         epochs: 10,

@@ -27,6 +27,29 @@ pub struct TrainMetrics {
     pub flops: u64,
 }
 
+/// The splits as the model in `dir` (of architecture `spec`) expects them: checked to fit,
+/// then remapped to the preprocessing the model declares (see [`sculpt_data::conform`]).
+/// A model without a declaration that sculpt itself trained on this very source (its
+/// `metrics.json` says so) was trained on sculpt's standardisation, and is fed it without
+/// a warning; any other gets the warning.
+pub fn fit_data(
+    dir: &std::path::Path,
+    spec: &sculpt_nn::GraphSpec,
+    splits: Splits,
+) -> Result<(Splits, Option<String>)> {
+    check_fits(spec, &splits)?;
+    if spec.preprocessing.is_none()
+        && crate::standalone::training_record(dir).is_some_and(|m| m.data == splits.source)
+    {
+        return Ok((splits, None));
+    }
+    Ok(sculpt_data::conform(
+        splits,
+        spec,
+        &dir.display().to_string(),
+    )?)
+}
+
 /// Checks that a model takes the data's samples and predicts its classes.
 pub fn check_fits(spec: &sculpt_nn::GraphSpec, splits: &Splits) -> Result<()> {
     if spec.input_shape != splits.train.sample_shape()
@@ -99,6 +122,10 @@ pub fn train_model(
         size_bytes: sculpt_compress::model_size_bytes(&graph)?,
         flops: graph.flops()?,
     };
+    // The model records what it was trained on, so anything that scores it later feeds
+    // it the same inputs.
+    let mut graph = graph;
+    graph.spec.preprocessing = Some(splits.preprocessing.clone());
     sculpt_nn::io::save(&graph, out)?;
     sculpt_nn::train::remove_checkpoint(out);
     sculpt_nn::train::remove_checkpoint(out);

@@ -10,5 +10,5 @@ pub mod load;
 pub mod tabular;
 
 pub use error::{DataError, Result};
-pub use load::{load, resolve_spec, split, RawData, SOURCES, TEST_FRACTION, VAL_FRACTION};
+pub use load::{conform, load, resolve_spec, split, RawData, SOURCES, TEST_FRACTION, VAL_FRACTION};
 pub use sculpt_nn::{Dataset, Splits};

@@ -4,6 +4,7 @@
 
 use candle_core::Tensor;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use sculpt_nn::Preprocessing;
 
 use sculpt_nn::{Dataset, Splits};
 
@@ -85,6 +86,9 @@ pub struct RawData {
     pub labels: Vec<u32>,
     pub sample_shape: Vec<usize>,
     pub num_classes: usize,
+    /// The factor from the values in the file to `features` (1/255 for 8-bit images read
+    /// as fractions, 1 otherwise).
+    pub raw_scale: f32,
 }
 
 /// Loads the data source named by `spec` and splits it with `seed`.
@@ -97,6 +101,7 @@ pub fn load(spec: &str, seed: u64) -> Result<Splits> {
             features: raw.data,
             sample_shape: vec![raw.num_features],
             num_classes: 10,
+            raw_scale: 1.0,
         };
         return split(spec, data, None, seed, Normalisation::PerFeature);
     }
@@ -116,6 +121,7 @@ pub fn load(spec: &str, seed: u64) -> Result<Splits> {
                 labels,
                 sample_shape: shape,
                 num_classes,
+                raw_scale: 1.0 / 255.0,
             })
         };
         let train = read("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
@@ -196,6 +202,23 @@ pub fn split(
     held_out.sort_unstable();
 
     let (mean, scale) = standardisation(&data.features, width, &train, normalisation);
+    // What a model trained on these samples expects of raw values, per feature, or as one
+    // value for every feature when the statistics are global.
+    let preprocessing = {
+        let squeeze = |v: &[f32]| {
+            if normalisation == Normalisation::Global {
+                vec![v[0]]
+            } else {
+                v.to_vec()
+            }
+        };
+        // features = raw * raw_scale, so (raw * raw_scale - mean) / std.
+        Preprocessing {
+            scale: data.raw_scale,
+            mean: squeeze(&mean),
+            std: squeeze(&scale),
+        }
+    };
     let make = |features: &[f32], labels: &[u32], rows: &[usize]| -> Result<Dataset> {
         let mut x = Vec::with_capacity(rows.len() * width);
         for &r in rows {
@@ -230,7 +253,61 @@ pub fn split(
         train: make(&data.features, &data.labels, &train)?,
         val: make(&data.features, &data.labels, &val)?,
         test: test_set,
+        preprocessing,
     })
+}
+
+/// The splits as the model of `spec` (named `model` in messages) expects them: remapped
+/// from sculpt's standardisation to the preprocessing the model declares. A model that
+/// declares none gets sculpt's standardisation, and the warning says so, since a model
+/// trained elsewhere on other inputs would score wrong without any error.
+pub fn conform(
+    mut splits: Splits,
+    spec: &sculpt_nn::GraphSpec,
+    model: &str,
+) -> Result<(Splits, Option<String>)> {
+    let Some(want) = &spec.preprocessing else {
+        let warning = format!(
+            "{model} declares no input preprocessing (its model.toml has no [preprocessing]), so it is fed {} standardised the way sculpt trains its own models ({}). A model trained elsewhere must declare the preprocessing it was trained with (see the README), or it scores wrong with no error.",
+            splits.source,
+            splits.preprocessing.describe()
+        );
+        return Ok((splits, Some(warning)));
+    };
+    let shape = splits.train.sample_shape();
+    let (a_m, b_m) = want
+        .affine(&shape)
+        .map_err(|m| DataError::Config(format!("{model}: {m}")))?;
+    let (a_l, b_l) = splits
+        .preprocessing
+        .affine(&shape)
+        .map_err(|m| DataError::Config(format!("{}: {m}", splits.source)))?;
+    // model = raw * a_m + b_m and ours = raw * a_l + b_l, so
+    // model = ours * (a_m / a_l) + (b_m - b_l * a_m / a_l).
+    let mul: Vec<f32> = a_m.iter().zip(&a_l).map(|(m, l)| m / l).collect();
+    let add: Vec<f32> = b_m
+        .iter()
+        .zip(&b_l)
+        .zip(&mul)
+        .map(|((bm, bl), k)| bm - bl * k)
+        .collect();
+    let identity = mul.iter().all(|k| (k - 1.0).abs() < 1e-5) && add.iter().all(|b| b.abs() < 1e-5);
+    if !identity {
+        let device = sculpt_nn::device();
+        let features = mul.len();
+        let mul_t = Tensor::from_vec(mul, (1, features), &device)?;
+        let add_t = Tensor::from_vec(add, (1, features), &device)?;
+        for d in [&mut splits.train, &mut splits.val, &mut splits.test] {
+            let dims = d.x.dims().to_vec();
+            d.x =
+                d.x.flatten_from(1)?
+                    .broadcast_mul(&mul_t)?
+                    .broadcast_add(&add_t)?
+                    .reshape(dims)?;
+        }
+    }
+    splits.preprocessing = want.clone();
+    Ok((splits, None))
 }
 
 /// Per-feature mean and standard deviation over the given rows. Constant features (the

@@ -123,6 +123,7 @@ pub fn read_table(kind: &str, path: &Path, label: &str) -> Result<RawData> {
         labels,
         sample_shape: vec![columns.len()],
         num_classes: classes.len().max(2),
+        raw_scale: 1.0,
     })
 }
 
@@ -160,6 +161,7 @@ pub fn read_cifar10(dir: &Path) -> Result<(RawData, RawData)> {
         labels: Vec::new(),
         sample_shape: vec![3, 32, 32],
         num_classes: 10,
+        raw_scale: 1.0 / 255.0,
     };
     let (mut train, mut test) = (empty(), empty());
     for i in 1..=5 {

@@ -32,6 +32,7 @@ fn linear(n: usize, k: usize, bits: u32) -> Result<Graph> {
         weight_quant: Default::default(),
         sparse: Default::default(),
         act_quant: Default::default(),
+        preprocessing: None,
     };
     let graph = sculpt_nn::zoo::init(spec, 3)?;
     if bits >= 32 {

@@ -235,6 +235,7 @@ fn spec(input_shape: Vec<usize>, mut nodes: Vec<Node>, last: &str, features: usi
         weight_quant: Default::default(),
         sparse: Default::default(),
         act_quant: Default::default(),
+        preprocessing: None,
     }
 }
 

@@ -34,4 +34,7 @@ pub struct Splits {
     pub train: Dataset,
     pub val: Dataset,
     pub test: Dataset,
+    /// How the raw values were turned into these samples (statistics of the training
+    /// split): what `sculpt train` records in the model it writes.
+    pub preprocessing: crate::Preprocessing,
 }

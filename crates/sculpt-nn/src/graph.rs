@@ -48,6 +48,112 @@ pub struct GraphSpec {
     /// Static quantization of the input activations of a layer, by layer (node) name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub act_quant: BTreeMap<String, ActQuant>,
+    /// The input preprocessing the model was trained with. Absent in models from before
+    /// the field and in hand-written specs that do not declare it: sculpt then feeds its
+    /// own standardisation of the data, and says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// What a model expects of its input: it sees `(x * scale - mean) / std`, where `x` is
+/// the raw value in the data file (0 to 255 for IDX and CIFAR-10 images, 0 to 16 for the
+/// digits, the numbers themselves for CSV and parquet). `mean` and `std` hold one value
+/// for every feature, one per channel (the first dimension of an image), or one per
+/// feature. `[preprocessing]` with no keys declares a model that takes raw inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    #[serde(default = "one")]
+    pub scale: f32,
+    #[serde(default = "zero_vec")]
+    pub mean: Vec<f32>,
+    #[serde(default = "one_vec")]
+    pub std: Vec<f32>,
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn zero_vec() -> Vec<f32> {
+    vec![0.0]
+}
+fn one_vec() -> Vec<f32> {
+    vec![1.0]
+}
+
+impl Preprocessing {
+    /// Raw inputs: scale 1, mean 0, std 1.
+    pub fn raw() -> Self {
+        Preprocessing {
+            scale: 1.0,
+            mean: vec![0.0],
+            std: vec![1.0],
+        }
+    }
+
+    /// Per-feature `(a, b)` with `model input = raw * a + b`, for samples of
+    /// `sample_shape`; an error names a length that fits neither 1, the channels nor the
+    /// features, or a zero deviation.
+    pub fn affine(
+        &self,
+        sample_shape: &[usize],
+    ) -> std::result::Result<(Vec<f32>, Vec<f32>), String> {
+        let features: usize = sample_shape.iter().product();
+        let channels = if sample_shape.len() >= 2 {
+            sample_shape[0]
+        } else {
+            features
+        };
+        let per = features / channels.max(1);
+        let expand = |v: &[f32], what: &str| -> std::result::Result<Vec<f32>, String> {
+            match v.len() {
+                1 => Ok(vec![v[0]; features]),
+                n if n == features => Ok(v.to_vec()),
+                n if n == channels => Ok((0..features).map(|f| v[f / per]).collect()),
+                n => Err(format!(
+                    "preprocessing `{what}` has {n} values; give 1, one per channel ({channels}) or one per feature ({features})"
+                )),
+            }
+        };
+        let mean = expand(&self.mean, "mean")?;
+        let std = expand(&self.std, "std")?;
+        if !self.scale.is_finite() || self.scale == 0.0 {
+            return Err(format!(
+                "preprocessing `scale` is {}; it must be a finite non-zero number",
+                self.scale
+            ));
+        }
+        if let Some(s) = std.iter().find(|s| !s.is_finite() || **s == 0.0) {
+            return Err(format!(
+                "preprocessing `std` holds {s}; every deviation must be finite and non-zero"
+            ));
+        }
+        Ok((
+            std.iter().map(|s| self.scale / s).collect(),
+            mean.iter().zip(&std).map(|(m, s)| -m / s).collect(),
+        ))
+    }
+
+    /// One line for messages: `x * 0.003922, mean 0.1307, std 0.3081` (long vectors
+    /// summarised).
+    pub fn describe(&self) -> String {
+        let v = |x: &[f32]| {
+            if x.len() <= 3 {
+                x.iter()
+                    .map(|a| format!("{a:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                format!("{} values, {:.4} … {:.4}", x.len(), x[0], x[x.len() - 1])
+            }
+        };
+        format!(
+            "x × {:.6}, then mean {} and std {}",
+            self.scale,
+            v(&self.mean),
+            v(&self.std)
+        )
+    }
 }
 
 /// Static quantization of a layer's input activations: the range was fixed by calibration,
@@ -464,6 +570,7 @@ mod tests {
             weight_quant: BTreeMap::new(),
             sparse: Default::default(),
             act_quant: BTreeMap::new(),
+            preprocessing: None,
         };
         let dev = crate::device();
         let params: BTreeMap<String, Tensor> = [

@@ -385,6 +385,15 @@ fn unpack_all(params: &mut BTreeMap<String, Tensor>, path: &Path) -> Result<()> 
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| err(format!("not a readable safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
+    match metadata.get(PACKED_FORMAT_KEY) {
+        Some(f) if f == PACKED_FORMAT => {}
+        other => {
+            return Err(err(format!(
+                "packed weights in format {}, but this sculpt reads {PACKED_FORMAT}; export the model again with this version",
+                other.map_or("(none)".to_string(), |f| format!("`{f}`"))
+            )))
+        }
+    }
     let names: Vec<String> = params
         .keys()
         .filter_map(|k| k.strip_suffix(PACKED_SUFFIX).map(str::to_string))

@@ -15,7 +15,9 @@ pub mod zoo;
 
 pub use dataset::{Dataset, Splits};
 pub use error::{NnError, Result};
-pub use graph::{ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, WeightQuant};
+pub use graph::{
+    ActQuant, ForwardContext, Graph, GraphSpec, LayerSummary, Node, Op, Preprocessing, WeightQuant,
+};
 pub use ops::{ChannelRule, CostClass, OpDef};
 pub use train::{
     accuracy, predict_logits, train, train_gated, EpochGate, EpochStats, LossInput, Objective,

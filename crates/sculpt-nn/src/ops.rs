@@ -931,6 +931,7 @@ mod tests {
             weight_quant: BTreeMap::new(),
             sparse: Default::default(),
             act_quant: BTreeMap::new(),
+            preprocessing: None,
         };
         crate::zoo::init(spec, 0).unwrap()
     }

@@ -109,6 +109,7 @@ impl Builder {
             weight_quant: BTreeMap::new(),
             sparse: Default::default(),
             act_quant: BTreeMap::new(),
+            preprocessing: None,
         }
     }
 }
@@ -287,6 +288,7 @@ pub fn mlp_spec(
         weight_quant: BTreeMap::new(),
         sparse: Default::default(),
         act_quant: BTreeMap::new(),
+        preprocessing: None,
     }
 }
 
