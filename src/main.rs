@@ -68,6 +68,31 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Import an ONNX classifier (exported by PyTorch, Keras, scikit-learn…) as a model
+    /// directory: model.toml and model.safetensors, with PyTorch's parameter names. Declare
+    /// the input preprocessing it was trained with: it sees (x · S − M) / D of the raw
+    /// values x in the data file (0 to 255 for images).
+    Import {
+        /// The .onnx file.
+        onnx: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// S: the factor applied to raw values first (ToTensor() on 8-bit images: 1/255 =
+        /// 0.00392156862745098).
+        #[arg(long)]
+        input_scale: Option<f32>,
+        /// M: the mean subtracted after scaling, one value or one per channel
+        /// (Normalize((0.1307,), …): 0.1307).
+        #[arg(long, value_delimiter = ',')]
+        mean: Option<Vec<f32>>,
+        /// D: the deviation divided by, one value or one per channel (…, (0.3081,)): 0.3081.
+        #[arg(long, value_delimiter = ',')]
+        std: Option<Vec<f32>>,
+        /// The model takes the raw values as they are (no scaling, no normalisation).
+        #[arg(long, conflicts_with_all = ["input_scale", "mean", "std"])]
+        raw: bool,
+    },
     /// Print a model directory's layer table: name, op, output shape, params, FLOPs.
     Inspect {
         dir: PathBuf,
@@ -502,6 +527,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             train(&model, &data, &out, config, resume)
         }
         Command::Inspect { dir, json } => inspect(&dir, json),
+        Command::Import {
+            onnx,
+            out,
+            input_scale,
+            mean,
+            std,
+            raw,
+        } => import(&onnx, &out, input_scale, mean, std, raw),
         Command::Eval {
             model,
             data,
@@ -905,6 +938,53 @@ fn train(
         metrics.size_bytes
     );
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn import(
+    onnx: &Path,
+    out: &Path,
+    scale: Option<f32>,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+    raw: bool,
+) -> anyhow::Result<()> {
+    let mut graph =
+        sculpt_onnx::import_file(onnx).with_context(|| format!("importing {}", onnx.display()))?;
+    let declared = raw || scale.is_some() || mean.is_some() || std.is_some();
+    if declared {
+        let p = sculpt_nn::Preprocessing {
+            scale: scale.unwrap_or(1.0),
+            mean: mean.unwrap_or(vec![0.0]),
+            std: std.unwrap_or(vec![1.0]),
+        };
+        p.affine(&graph.spec.input_shape)
+            .map_err(|m| anyhow::anyhow!("--input-scale/--mean/--std: {m}"))?;
+        graph.spec.preprocessing = Some(p);
+    }
+    if out.join(sculpt_store::store::CAMPAIGN_FILE).exists() {
+        anyhow::bail!(
+            "{} is a campaign folder; import into a new folder",
+            out.display()
+        );
+    }
+    sculpt_nn::io::save(&graph, out)?;
+    let rows = graph.spec.summarize()?;
+    println!(
+        "imported {} as {}: input {:?}, {} classes, {} layers, {} parameters",
+        onnx.display(),
+        out.display(),
+        graph.spec.input_shape,
+        graph.spec.num_classes,
+        rows.len(),
+        graph.num_params()
+    );
+    match &graph.spec.preprocessing {
+        Some(p) => println!("input preprocessing: {}", p.describe()),
+        None => eprintln!(
+            "warning: no input preprocessing declared. sculpt will feed this model its own standardisation of the data, which is almost certainly not what it was trained on. Import again with --input-scale/--mean/--std (a PyTorch model trained with ToTensor() and Normalize((0.1307,), (0.3081,)): --input-scale 0.00392156862745098 --mean 0.1307 --std 0.3081), or --raw."
+        ),
+    }
     Ok(())
 }
 
