@@ -312,6 +312,10 @@ enum Command {
         /// Export the trial `sculpt select` wrote to DIR/selected.toml.
         #[arg(long)]
         selected: bool,
+        /// Also write model.onnx (opset 13; quantized weights in QDQ form): `onnx`, or
+        /// `safetensors` (the default) for the model directory alone.
+        #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "onnx"])]
+        format: String,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -715,10 +719,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             dir,
             trial,
             selected: _,
+            format,
             out,
             campaign,
             json,
-        } => export(&dir, trial, &out, campaign.as_deref(), json),
+        } => export(
+            &dir,
+            trial,
+            &out,
+            campaign.as_deref(),
+            format == "onnx",
+            json,
+        ),
         Command::Status { dir, json } => status(&dir, json),
         Command::BenchTable {
             model,
@@ -2102,6 +2114,7 @@ fn export(
     trial: Option<u64>,
     out: &Path,
     campaign: Option<&Path>,
+    onnx: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     require_campaign_folder(dir)?;
@@ -2112,7 +2125,7 @@ fn export(
     sculpt_campaign::rebuild::check_export_out(dir, out)?;
     eprintln!("rebuilding trial {trial} of {}", dir.display());
     let bar = indicatif::ProgressBar::new_spinner();
-    let metrics = sculpt_campaign::rebuild::export(dir, campaign, trial, out, &mut |s| {
+    let metrics = sculpt_campaign::rebuild::export(dir, campaign, trial, out, onnx, &mut |s| {
         bar.set_message(format!("fine-tuning epoch {}, loss {:.4}", s.epoch, s.loss));
         bar.tick();
     })?;
@@ -2140,6 +2153,16 @@ fn export(
         metrics.stored_latency_ms.unwrap_or(f64::NAN),
         metrics.latency_model
     );
+    if let Some(b) = metrics.onnx_bytes {
+        println!(
+            "model.onnx: {b} B (opset 13; quantized weights as QDQ, widths under 8 bits in 8-bit containers); it takes the inputs {}",
+            metrics
+                .preprocessing
+                .as_ref()
+                .map(|p| p.describe())
+                .unwrap_or_else(|| "sculpt standardises the data with".into())
+        );
+    }
     println!(
         "wrote {}; check it with: sculpt eval --model {} --data {} --split val",
         out.display(),

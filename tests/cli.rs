@@ -1677,6 +1677,8 @@ fn report_select_export_and_eval_reproduce_the_chosen_trial() {
         "--selected",
         "--out",
         exported.to_str().unwrap(),
+        "--format",
+        "onnx",
         "--json",
     ]);
     assert!(
@@ -1691,9 +1693,11 @@ fn report_select_export_and_eval_reproduce_the_chosen_trial() {
         "model.safetensors",
         "plan.toml",
         "metrics.json",
+        "model.onnx",
     ] {
         assert!(exported.join(file).is_file(), "{file}");
     }
+    assert!(metrics["onnx_bytes"].as_u64().unwrap() > 0);
     // Quantized weights are stored as packed integer codes.
     let weights = std::fs::read(exported.join("model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
@@ -2002,4 +2006,80 @@ fn a_model_is_fed_the_preprocessing_it_declares() {
         undeclared < original - 0.02,
         "{undeclared} against {original}"
     );
+}
+
+/// A campaign distils from an ONNX teacher named directly in `[teacher] weights`, fed the
+/// preprocessing the campaign declares for it; without that declaration the campaign file
+/// is refused, naming the field.
+#[test]
+fn a_campaign_runs_on_an_onnx_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/digits-mlp.onnx");
+    let campaign = format!(
+        r#"
+name = "onnx-teacher"
+seed = 7
+
+[data]
+source = "digits"
+
+[teacher]
+weights = "{}"
+preprocessing = {{ scale = 0.0625, mean = [0.0], std = [1.0] }}
+
+[finetune]
+epochs = 2
+
+[search]
+strategy = "nsga2"
+trials = 4
+population = 4
+workers = 1
+
+[search.prune]
+layers = "*"
+low = 0.0
+high = 0.5
+
+[search.bits]
+layers = "*"
+choices = [4, 8]
+
+[latency]
+profile = "epyc-zen4-1core"
+"#,
+        onnx.display()
+    );
+    let path = write(tmp.path(), "onnx.toml", &campaign);
+    let out = tmp.path().join("out");
+    let ran = run(&path, &out);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(
+        !stderr.contains("declares no input preprocessing"),
+        "{stderr}"
+    );
+    let teacher: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("teacher.json")).unwrap()).unwrap();
+    assert!(teacher["accuracy"].as_f64().unwrap() > 0.9, "{teacher}");
+    let trials = trials_without_time(&out);
+    assert_eq!(trials.len(), 4);
+    assert!(
+        trials.iter().any(|t| t["state"] == "complete"),
+        "{trials:?}"
+    );
+
+    let bare = campaign.replace(
+        "preprocessing = { scale = 0.0625, mean = [0.0], std = [1.0] }\n",
+        "",
+    );
+    let path = write(tmp.path(), "bare.toml", &bare);
+    let refused = sculpt(&[
+        "run",
+        path.to_str().unwrap(),
+        "--out",
+        tmp.path().join("bare").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("teacher.preprocessing"), "{message}");
 }

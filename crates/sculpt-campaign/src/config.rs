@@ -50,6 +50,9 @@ struct RawData {
 struct RawTeacher {
     model: Option<Spanned<String>>,
     weights: Option<Spanned<String>>,
+    /// The input preprocessing of a teacher given as weights (an ONNX file, or a model
+    /// directory that declares none): `{ scale = …, mean = […], std = […] }`.
+    preprocessing: Option<Spanned<sculpt_nn::Preprocessing>>,
     // Listed here rather than flattened from RawTrain: serde's flatten loses the spans.
     epochs: Option<Spanned<i64>>,
     batch_size: Option<Spanned<i64>>,
@@ -322,6 +325,10 @@ pub struct Campaign {
     pub seed: u64,
     pub data: String,
     pub teacher: TeacherSource,
+    /// The preprocessing `[teacher] preprocessing` declares for a weights teacher (an ONNX
+    /// file must have it); it overrides the model's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_preprocessing: Option<sculpt_nn::Preprocessing>,
     pub finetune: TrainConfig,
     pub strategy: StrategyKind,
     /// A minimum validation accuracy (a fraction): the GP models it as a constraint.
@@ -827,48 +834,67 @@ impl Campaign {
                 ..TrainConfig::default()
             },
         )?;
-        let teacher =
-            match (&raw.teacher.weights, &raw.teacher.model) {
-                (Some(weights), _) => {
-                    let dir = base.join(weights.get_ref());
-                    if !dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
-                        return Err(source.error(
+        let teacher = match (&raw.teacher.weights, &raw.teacher.model) {
+            (Some(weights), _) if weights.get_ref().ends_with(".onnx") => {
+                let file = base.join(weights.get_ref());
+                if !file.is_file() {
+                    return Err(source.error(
+                        weights.span(),
+                        Some("teacher.weights"),
+                        format!("{} does not exist", file.display()),
+                    ));
+                }
+                if raw.teacher.preprocessing.is_none() {
+                    return Err(source.error(
                             weights.span(),
-                            Some("teacher.weights"),
-                            format!(
-                                "{} is not a model directory (it has no {})",
-                                dir.display(),
-                                sculpt_nn::io::SPEC_FILE
-                            ),
+                            Some("teacher.preprocessing"),
+                            "an ONNX teacher needs `preprocessing = { scale = …, mean = […], std = […] }` in [teacher]: the inputs it was trained on (a PyTorch model with ToTensor() and Normalize((0.1307,), (0.3081,)) on 8-bit images: scale = 0.00392156862745098, mean = [0.1307], std = [0.3081]; `preprocessing = {}` for raw inputs)",
                         ));
-                    }
-                    // Canonical, so the campaign's identity does not depend on how the
-                    // path was spelled (`m/` against `./m`).
-                    TeacherSource::Weights(std::fs::canonicalize(&dir).unwrap_or(dir))
                 }
-                (None, Some(model)) => {
-                    if !sculpt_nn::zoo::MODELS.contains(&model.get_ref().as_str()) {
-                        return Err(source.error(
-                            model.span(),
-                            Some("teacher.model"),
-                            format!(
-                                "unknown model `{}` (known: {})",
-                                model.get_ref(),
-                                sculpt_nn::zoo::MODELS.join(", ")
-                            ),
-                        ));
-                    }
-                    TeacherSource::Zoo {
-                        model: model.get_ref().clone(),
-                        train: teacher_train,
-                    }
+                TeacherSource::Weights(std::fs::canonicalize(&file).unwrap_or(file))
+            }
+            (Some(weights), _) => {
+                let dir = base.join(weights.get_ref());
+                if !dir.join(sculpt_nn::io::SPEC_FILE).is_file() {
+                    return Err(source.error(
+                        weights.span(),
+                        Some("teacher.weights"),
+                        format!(
+                            "{} is not a model directory (it has no {}) or an .onnx file",
+                            dir.display(),
+                            sculpt_nn::io::SPEC_FILE
+                        ),
+                    ));
                 }
-                (None, None) => return Err(source.error(
+                // Canonical, so the campaign's identity does not depend on how the
+                // path was spelled (`m/` against `./m`).
+                TeacherSource::Weights(std::fs::canonicalize(&dir).unwrap_or(dir))
+            }
+            (None, Some(model)) => {
+                if !sculpt_nn::zoo::MODELS.contains(&model.get_ref().as_str()) {
+                    return Err(source.error(
+                        model.span(),
+                        Some("teacher.model"),
+                        format!(
+                            "unknown model `{}` (known: {})",
+                            model.get_ref(),
+                            sculpt_nn::zoo::MODELS.join(", ")
+                        ),
+                    ));
+                }
+                TeacherSource::Zoo {
+                    model: model.get_ref().clone(),
+                    train: teacher_train,
+                }
+            }
+            (None, None) => {
+                return Err(source.error(
                     raw.name.span(),
                     Some("teacher"),
                     "give either `model` (a zoo model to train) or `weights` (a model directory)",
-                )),
-            };
+                ))
+            }
+        };
         let finetune = source.train(
             &raw.finetune,
             "finetune",
@@ -1117,6 +1143,11 @@ impl Campaign {
             seed: raw.seed,
             data,
             teacher,
+            teacher_preprocessing: raw
+                .teacher
+                .preprocessing
+                .as_ref()
+                .map(|p| p.get_ref().clone()),
             finetune,
             strategy,
             min_accuracy,

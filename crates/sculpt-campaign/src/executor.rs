@@ -165,7 +165,7 @@ pub fn campaign_splits(campaign: &Campaign) -> Result<(Splits, Option<String>)> 
     let splits = sculpt_data::load(&campaign.data, campaign.seed)?;
     match &campaign.teacher {
         TeacherSource::Weights(dir) => {
-            let spec = sculpt_nn::io::load_spec(&dir.join(sculpt_nn::io::SPEC_FILE))?;
+            let spec = crate::teacher::weights_spec(dir, campaign.teacher_preprocessing.as_ref())?;
             crate::teacher::fit_data(dir, &spec, splits)
         }
         TeacherSource::Zoo { .. } => Ok((splits, None)),
@@ -177,7 +177,7 @@ pub fn campaign_splits(campaign: &Campaign) -> Result<(Splits, Option<String>)> 
 pub(crate) fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<GraphSpec> {
     let spec = match &campaign.teacher {
         TeacherSource::Weights(dir) => {
-            sculpt_nn::io::load_spec(&dir.join(sculpt_nn::io::SPEC_FILE))?
+            crate::teacher::weights_spec(dir, campaign.teacher_preprocessing.as_ref())?
         }
         TeacherSource::Zoo { model, .. } => sculpt_nn::zoo::spec(
             model,
@@ -194,8 +194,7 @@ pub(crate) fn teacher_spec(campaign: &Campaign, splits: &Splits) -> Result<Graph
 pub(crate) fn fingerprint(campaign: &Campaign) -> Result<String> {
     let mut fingerprint = campaign.fingerprint();
     if let TeacherSource::Weights(dir) = &campaign.teacher {
-        let path = dir.join(sculpt_nn::io::WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| CampaignError::Io { path, cause: e })?;
+        let bytes = crate::teacher::weights_bytes(dir)?;
         fingerprint.push_str(&format!("-{:016x}", crate::config::digest(&bytes)));
     }
     // Trials priced by one lookup table never mix with trials priced by another.
@@ -218,7 +217,8 @@ fn load_teacher(
 ) -> Result<(String, Graph)> {
     Ok(match &campaign.teacher {
         TeacherSource::Weights(dir) => {
-            let graph = sculpt_nn::io::load(dir)?;
+            let graph =
+                crate::teacher::weights_graph(dir, campaign.teacher_preprocessing.as_ref())?;
             // Validation is carved out of the training data by the seed, so a teacher
             // trained on the same data with another seed has seen part of the validation
             // split, and every accuracy of the campaign would flatter.
@@ -1244,7 +1244,9 @@ pub fn work(out: &Path, stop: &AtomicBool) -> Result<WorkerOutcome> {
         tracing::warn!("{w}");
     }
     let teacher = match &campaign.teacher {
-        TeacherSource::Weights(dir) => sculpt_nn::io::load(dir)?,
+        TeacherSource::Weights(dir) => {
+            crate::teacher::weights_graph(dir, campaign.teacher_preprocessing.as_ref())?
+        }
         TeacherSource::Zoo { .. } => {
             let dir = out.join("teacher");
             if !dir.join(sculpt_nn::io::SPEC_FILE).is_file() {

@@ -92,7 +92,7 @@ pub fn teacher_of(campaign: &Campaign, dir: &Path) -> Result<(PathBuf, Graph)> {
         TeacherSource::Weights(w) => w.clone(),
         TeacherSource::Zoo { .. } => dir.join("teacher"),
     };
-    let graph = sculpt_nn::io::load(&at)?;
+    let graph = crate::teacher::weights_graph(&at, campaign.teacher_preprocessing.as_ref())?;
     Ok((at, graph))
 }
 
@@ -404,9 +404,19 @@ pub struct ExportMetrics {
     pub flops: u64,
     /// The weights stored as packed integer codes, by name, with their bit widths.
     pub packed: BTreeMap<String, u32>,
+    /// Bytes of `model.onnx`, when it was written (`--format onnx`). Widths under 8 bits
+    /// are stored there in 8-bit containers, so it is larger than `size_bytes` counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx_bytes: Option<u64>,
+    /// The input preprocessing the model expects (for ONNX users too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<sculpt_nn::Preprocessing>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
+
+/// The ONNX file `export --format onnx` writes.
+pub const ONNX_FILE: &str = "model.onnx";
 
 /// Rebuilds trial `trial_id` of the campaign in `dir` and writes it to `out`: the model
 /// (`model.toml`, and `model.safetensors` with quantized weights as packed integer codes,
@@ -416,6 +426,7 @@ pub fn export(
     file: Option<&Path>,
     trial_id: u64,
     out: &Path,
+    onnx: bool,
     on_epoch: &mut dyn FnMut(&sculpt_nn::EpochStats),
 ) -> Result<ExportMetrics> {
     let mut shop = Workshop::open(dir, file)?;
@@ -430,6 +441,16 @@ pub fn export(
         crate::standalone::trial_plan_in(&shop.campaign, &shop.teacher.spec, &trial, dir)?;
     let packed = sculpt_compress::pack(&student)?;
     let file_bytes = sculpt_nn::io::save_packed(&student, &packed, out)?;
+    // The same model as ONNX: plain dense layers, quantized weights in QDQ form.
+    let onnx_bytes = if onnx {
+        Some(
+            sculpt_onnx::write_model(&student, &packed, &out.join(ONNX_FILE)).map_err(|e| {
+                CampaignError::Invalid(format!("writing {}: {e}", out.join(ONNX_FILE).display()))
+            })?,
+        )
+    } else {
+        None
+    };
     let plan_text = toml::to_string(&plan).map_err(|e| CampaignError::Invalid(e.to_string()))?;
     sculpt_nn::io::write_atomic(&out.join("plan.toml"), plan_text.as_bytes())?;
     // What is measured is what was written: the model read back from OUT.
@@ -457,6 +478,8 @@ pub fn export(
         params: accounting.params,
         flops: accounting.flops,
         packed: packed.iter().map(|(k, p)| (k.clone(), p.bits)).collect(),
+        onnx_bytes,
+        preprocessing: written.spec.preprocessing.clone(),
         warnings: shop.warnings.clone(),
     };
     let json = serde_json::to_string_pretty(&metrics)

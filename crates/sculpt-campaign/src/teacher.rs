@@ -27,6 +27,53 @@ pub struct TrainMetrics {
     pub flops: u64,
 }
 
+/// A teacher given as weights: a model directory, or an ONNX file imported on the fly.
+/// `preprocessing` (the campaign's `[teacher] preprocessing`) overrides the model's own.
+pub fn weights_graph(
+    path: &Path,
+    preprocessing: Option<&sculpt_nn::Preprocessing>,
+) -> Result<Graph> {
+    let mut graph = if path.is_file() {
+        sculpt_onnx::import_file(path).map_err(|e| {
+            CampaignError::Invalid(format!("importing the teacher {}: {e}", path.display()))
+        })?
+    } else {
+        sculpt_nn::io::load(path)?
+    };
+    if let Some(p) = preprocessing {
+        graph.spec.preprocessing = Some(p.clone());
+    }
+    Ok(graph)
+}
+
+/// The architecture of a weights teacher (see [`weights_graph`]).
+pub fn weights_spec(
+    path: &Path,
+    preprocessing: Option<&sculpt_nn::Preprocessing>,
+) -> Result<sculpt_nn::GraphSpec> {
+    if path.is_file() {
+        return Ok(weights_graph(path, preprocessing)?.spec);
+    }
+    let mut spec = sculpt_nn::io::load_spec(&path.join(sculpt_nn::io::SPEC_FILE))?;
+    if let Some(p) = preprocessing {
+        spec.preprocessing = Some(p.clone());
+    }
+    Ok(spec)
+}
+
+/// The bytes that identify a weights teacher: the ONNX file, or `model.safetensors`.
+pub fn weights_bytes(path: &Path) -> Result<Vec<u8>> {
+    let file = if path.is_file() {
+        path.to_path_buf()
+    } else {
+        path.join(sculpt_nn::io::WEIGHTS_FILE)
+    };
+    std::fs::read(&file).map_err(|e| CampaignError::Io {
+        path: file,
+        cause: e,
+    })
+}
+
 /// The splits as the model in `dir` (of architecture `spec`) expects them: checked to fit,
 /// then remapped to the preprocessing the model declares (see [`sculpt_data::conform`]).
 /// A model without a declaration that sculpt itself trained on this very source (its

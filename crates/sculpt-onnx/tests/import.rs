@@ -23,11 +23,8 @@ fn logits(name: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let fixture = &expected()[name];
     let raw: Vec<Vec<f32>> = serde_json::from_value(fixture["raw_inputs"].clone()).unwrap();
     let want: Vec<Vec<f32>> = serde_json::from_value(fixture["logits"].clone()).unwrap();
-    let pre = sculpt_nn::Preprocessing {
-        scale: 1.0 / 255.0,
-        mean: vec![0.1307],
-        std: vec![0.3081],
-    };
+    let pre: sculpt_nn::Preprocessing =
+        serde_json::from_value(fixture["preprocessing"].clone()).unwrap();
     let (a, b) = pre.affine(&graph.spec.input_shape).unwrap();
     let x: Vec<f32> = raw
         .iter()
@@ -69,6 +66,12 @@ fn lenet5_from_pytorch_gives_pytorchs_logits() {
 fn small_resnet_from_pytorch_gives_pytorchs_logits() {
     // Batch norm, strided and 1x1 convolutions, the residual Add, GlobalAveragePool.
     assert_close("resnet-small");
+}
+
+#[test]
+fn an_mlp_from_pytorch_gives_pytorchs_logits() {
+    // nn.Sequential(Linear, ReLU, Linear) on the raw digits scaled by 1/16.
+    assert_close("digits-mlp");
 }
 
 #[test]
