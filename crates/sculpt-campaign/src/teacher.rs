@@ -82,8 +82,20 @@ pub fn weights_bytes(path: &Path) -> Result<Vec<u8>> {
 pub fn fit_data(
     dir: &std::path::Path,
     spec: &sculpt_nn::GraphSpec,
-    splits: Splits,
+    mut splits: Splits,
 ) -> Result<(Splits, Option<String>)> {
+    // A model that takes the same values in another shape (an MLP exported with
+    // [784] inputs, for 1×28×28 images) gets its samples reshaped.
+    let sample = splits.train.sample_shape();
+    if spec.input_shape != sample
+        && spec.input_shape.iter().product::<usize>() == sample.iter().product::<usize>()
+    {
+        for d in [&mut splits.train, &mut splits.val, &mut splits.test] {
+            let mut shape = vec![d.len()];
+            shape.extend(&spec.input_shape);
+            d.x = d.x.reshape(shape)?;
+        }
+    }
     check_fits(spec, &splits)?;
     if spec.preprocessing.is_none()
         && crate::standalone::training_record(dir).is_some_and(|m| m.data == splits.source)

@@ -140,3 +140,45 @@ fn qdq_exports_run_in_tract_as_in_sculpt() {
     assert_eq!(uint8.data_type, sculpt_onnx::pb::data_type::UINT8);
     assert_same(&quantized, "QDQ LeNet-5");
 }
+
+#[test]
+fn quantized_activations_export_as_quantize_dequantize_pairs() {
+    // fc2 and fc3 read ReLU outputs: unsigned 8-bit codes with a calibrated scale.
+    let mut graph = fixture("lenet5");
+    for (layer, scale) in [("fc2", 0.05f32), ("fc3", 0.08)] {
+        graph.spec.act_quant.insert(
+            layer.to_string(),
+            sculpt_nn::ActQuant {
+                bits: 8,
+                scale,
+                zero_point: 0,
+                signed: false,
+            },
+        );
+    }
+    let onnx = export(&graph);
+    let model: sculpt_onnx::pb::ModelProto = prost::Message::decode(onnx.as_slice()).unwrap();
+    let ops: Vec<String> = model
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.clone())
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|o| *o == "QuantizeLinear").count(),
+        2,
+        "{ops:?}"
+    );
+    // Rounding ties go to even in ONNX and away from zero in sculpt, so a value exactly
+    // between two codes may land one step apart: compare the classes and a loose bound.
+    let (shape, x) = inputs(&graph, 3);
+    let want = sculpt_logits(&graph, &shape, &x);
+    let got = tract_logits(&onnx, &shape, &x);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 0.05, "tract and sculpt differ by {worst}");
+}
