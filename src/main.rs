@@ -961,8 +961,14 @@ fn import(
     std: Option<Vec<f32>>,
     raw: bool,
 ) -> anyhow::Result<()> {
-    let mut graph =
-        sculpt_onnx::import_file(onnx).with_context(|| format!("importing {}", onnx.display()))?;
+    // Reading errors name the file already; the graph's errors name the node, and get
+    // the file here.
+    let mut graph = sculpt_onnx::import_file(onnx).map_err(|e| match e {
+        sculpt_onnx::OnnxError::Io { .. } | sculpt_onnx::OnnxError::Decode { .. } => {
+            anyhow::anyhow!(e)
+        }
+        other => anyhow::anyhow!("{}: {other}", onnx.display()),
+    })?;
     let declared = raw || scale.is_some() || mean.is_some() || std.is_some();
     if declared {
         let p = sculpt_nn::Preprocessing {

@@ -35,7 +35,13 @@ pub fn weights_graph(
 ) -> Result<Graph> {
     let mut graph = if path.is_file() {
         sculpt_onnx::import_file(path).map_err(|e| {
-            CampaignError::Invalid(format!("importing the teacher {}: {e}", path.display()))
+            CampaignError::Invalid(match e {
+                // These name the file already.
+                sculpt_onnx::OnnxError::Io { .. } | sculpt_onnx::OnnxError::Decode { .. } => {
+                    format!("the teacher: {e}")
+                }
+                other => format!("the teacher {}: {other}", path.display()),
+            })
         })?
     } else {
         sculpt_nn::io::load(path)?
