@@ -84,10 +84,10 @@ enum Command {
         input_scale: Option<f32>,
         /// M: the mean subtracted after scaling, one value or one per channel
         /// (Normalize((0.1307,), …): 0.1307).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
         mean: Option<Vec<f32>>,
         /// D: the deviation divided by, one value or one per channel (…, (0.3081,)): 0.3081.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
         std: Option<Vec<f32>>,
         /// The model takes the raw values as they are (no scaling, no normalisation).
         #[arg(long, conflicts_with_all = ["input_scale", "mean", "std"])]
@@ -980,9 +980,14 @@ fn import(
             .map_err(|m| anyhow::anyhow!("--input-scale/--mean/--std: {m}"))?;
         graph.spec.preprocessing = Some(p);
     }
-    if out.join(sculpt_store::store::CAMPAIGN_FILE).exists() {
+    // A new folder: an old metrics.json there would claim a training seed and data the
+    // imported model never had.
+    if out.is_file() {
+        anyhow::bail!("--out {} is a file; import writes a folder", out.display());
+    }
+    if std::fs::read_dir(out).is_ok_and(|mut e| e.next().is_some()) {
         anyhow::bail!(
-            "{} is a campaign folder; import into a new folder",
+            "{} is not empty; import writes a new model directory (choose a new or empty folder)",
             out.display()
         );
     }

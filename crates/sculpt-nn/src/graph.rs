@@ -128,10 +128,19 @@ impl Preprocessing {
                 "preprocessing `std` holds {s}; every deviation must be finite and non-zero"
             ));
         }
-        Ok((
-            std.iter().map(|s| self.scale / s).collect(),
-            mean.iter().zip(&std).map(|(m, s)| -m / s).collect(),
-        ))
+        if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!(
+                "preprocessing `mean` holds {m}; every mean must be finite"
+            ));
+        }
+        let a: Vec<f32> = std.iter().map(|s| self.scale / s).collect();
+        let b: Vec<f32> = mean.iter().zip(&std).map(|(m, s)| -m / s).collect();
+        if a.iter().chain(&b).any(|v| !v.is_finite()) {
+            return Err(
+                "preprocessing `std` is so small that (x * scale - mean) / std overflows".into(),
+            );
+        }
+        Ok((a, b))
     }
 
     /// One line for messages: `x * 0.003922, mean 0.1307, std 0.3081` (long vectors

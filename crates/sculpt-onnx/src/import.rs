@@ -64,6 +64,17 @@ fn tensor(t: &pb::TensorProto, node: &str) -> Result<Const> {
         .collect::<Result<_>>()?;
     let count: usize = dims.iter().product();
     let raw = &t.raw_data;
+    let width = match t.data_type {
+        pb::data_type::DOUBLE | pb::data_type::INT64 => 8,
+        _ => 4,
+    };
+    if !raw.is_empty() && raw.len() != count * width {
+        return Err(invalid(format!(
+            "tensor `{}` has {} bytes of data for shape {dims:?}",
+            t.name,
+            raw.len()
+        )));
+    }
     let check = |n: usize| {
         if n == count {
             Ok(())
@@ -231,21 +242,50 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
         used: Default::default(),
         open_matmul: HashMap::new(),
     };
+    // How many nodes (and graph outputs) read each value: a MatMul's bias is folded
+    // into it only when the Add is its one reader.
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *readers.entry(o.name.as_str()).or_default() += 1;
+    }
+    if graph.output.len() != 1 {
+        return Err(OnnxError::Invalid {
+            node: "(graph)".into(),
+            message: format!(
+                "the graph has {} outputs ({}); sculpt imports a classifier with one output, its logits",
+                graph.output.len(),
+                graph.output.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
     let mut initializer_names: HashMap<String, String> = HashMap::new();
     for t in &graph.initializer {
         b.values
             .insert(t.name.clone(), Value::Const(tensor(t, &t.name)?));
         initializer_names.insert(t.name.clone(), t.name.clone());
     }
-    // The graph input: the first input that is not an initializer.
-    let input = graph
+    // The graph input: the one input that is not an initializer.
+    let inputs: Vec<&pb::ValueInfoProto> = graph
         .input
         .iter()
-        .find(|i| !b.values.contains_key(&i.name))
-        .ok_or_else(|| OnnxError::Invalid {
+        .filter(|i| !b.values.contains_key(&i.name))
+        .collect();
+    if inputs.len() != 1 {
+        return Err(OnnxError::Invalid {
             node: "(graph)".into(),
-            message: "the graph has no input besides its weights".into(),
-        })?;
+            message: format!(
+                "the graph has {} inputs besides its weights ({}); sculpt imports a classifier with one input",
+                inputs.len(),
+                inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let input = inputs[0];
     let dims: Vec<Option<i64>> = input
         .r#type
         .as_ref()
@@ -262,6 +302,16 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
         });
     }
     let input_shape: Vec<usize> = dims[1..].iter().map(|d| d.unwrap_or(0) as usize).collect();
+    let features = input_shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&f| f <= 1 << 26);
+    if features.is_none() {
+        return Err(OnnxError::Invalid {
+            node: input.name.clone(),
+            message: format!("an input of shape {input_shape:?} is too large for sculpt (at most 2^26 values a sample)"),
+        });
+    }
     b.values.insert(
         input.name.clone(),
         Value::Act {
@@ -269,10 +319,12 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
             shape: input_shape.clone(),
         },
     );
-    let last_real = graph
-        .node
-        .iter()
-        .rposition(|n| !matches!(n.op_type.as_str(), "Softmax" | "LogSoftmax" | "Identity"));
+    let last_real = graph.node.iter().rposition(|n| {
+        !matches!(
+            n.op_type.as_str(),
+            "Softmax" | "LogSoftmax" | "Identity" | "Dropout"
+        )
+    });
 
     for (index, n) in graph.node.iter().enumerate() {
         let node_name = if n.name.is_empty() {
@@ -391,9 +443,13 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                         Value::ShapeOf => {}
                         Value::Const(Const::I64(dims, target)) if dims.len() == 1 => {
                             let features = shape_of_features(&shape) as i64;
+                            // [0, -1], [0, F], [-1, F], and a batch-1 export's [1, -1] or [1, F].
                             let flat = target.len() == 2
-                                && (target[1] == -1 || target[1] == features)
-                                && (target[0] == -1 || target[0] == 0 || target[0] >= 1);
+                                && match (target[0], target[1]) {
+                                    (0 | 1, t) => t == -1 || t == features,
+                                    (-1, t) => t == features,
+                                    _ => false,
+                                };
                             if !flat {
                                 return Err(invalid(format!(
                                     "Reshape to {target:?}: only a flatten to [batch, -1] is read"
@@ -517,7 +573,7 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                     },
                     inputs: vec![from],
                 });
-                if n.op_type == "MatMul" {
+                if n.op_type == "MatMul" && readers.get(output.as_str()) == Some(&1) {
                     b.open_matmul.insert(name.clone(), b.nodes.len() - 1);
                 }
                 Value::Act {
@@ -589,7 +645,19 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                         "a kernel of shape {wshape:?}: only square 2-D kernels are read"
                     )));
                 }
-                let groups = attrs.int("group", 1).max(1) as usize;
+                let group = attrs.int("group", 1);
+                if group < 1 {
+                    return Err(invalid(format!("group = {group}")));
+                }
+                let groups = group as usize;
+                if let Some(ks) = attrs.ints("kernel_shape") {
+                    if ks.len() != 2 || ks[0] as usize != wshape[2] || ks[1] as usize != wshape[3] {
+                        return Err(invalid(format!(
+                            "kernel_shape {ks:?} does not match the weight's {:?}",
+                            &wshape[2..]
+                        )));
+                    }
+                }
                 let k = wshape[2];
                 let strides = attrs.ints("strides").unwrap_or(vec![1, 1]);
                 let pads = attrs.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
@@ -602,12 +670,12 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                         "auto_pad = {p} is not read; export with explicit pads"
                     )));
                 }
-                if strides.len() != 2 || strides[0] != strides[1] {
+                if strides.len() != 2 || strides[0] != strides[1] || strides[0] < 1 {
                     return Err(invalid(format!(
-                        "strides {strides:?}: only equal strides are read"
+                        "strides {strides:?}: only equal strides of 1 or more are read"
                     )));
                 }
-                if pads.len() != 4 || pads.iter().any(|&p| p != pads[0]) {
+                if pads.len() != 4 || pads.iter().any(|&p| p != pads[0] || p < 0) {
                     return Err(invalid(format!(
                         "pads {pads:?}: only the same padding on every side is read"
                     )));
@@ -616,6 +684,11 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                     return Err(invalid(format!("dilations {dilations:?} are not read")));
                 }
                 let (out_c, in_c) = (wshape[0], wshape[1] * groups);
+                if out_c % groups != 0 {
+                    return Err(invalid(format!(
+                        "{out_c} output channels do not split into {groups} groups"
+                    )));
+                }
                 if in_c != shape[0] {
                     return Err(invalid(format!(
                         "the kernel reads {in_c} channels but the input has {}",
@@ -702,6 +775,18 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
             }
             "MaxPool" | "AveragePool" => {
                 let (from, shape) = act(0)?;
+                if shape.len() != 3 {
+                    return Err(invalid(format!(
+                        "{} on a sample of shape {shape:?}, not [c, h, w]",
+                        n.op_type
+                    )));
+                }
+                if attrs
+                    .ints("dilations")
+                    .is_some_and(|d| d.iter().any(|&x| x != 1))
+                {
+                    return Err(invalid("dilated pooling is not read".into()));
+                }
                 let kernel = attrs.ints("kernel_shape").unwrap_or_default();
                 if kernel.len() != 2 || kernel[0] != kernel[1] {
                     return Err(invalid(format!(
@@ -713,8 +798,15 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                     return Err(invalid("padded or ceil-mode pooling is not read".into()));
                 }
                 let k = kernel[0] as usize;
-                let strides = attrs.ints("strides").unwrap_or(vec![k as i64, k as i64]);
-                if strides.len() != 2 || strides[0] != strides[1] {
+                // ONNX's default stride is 1 (PyTorch's export always writes it).
+                let strides = attrs.ints("strides").unwrap_or(vec![1, 1]);
+                if k == 0 || k > shape[1] || k > shape[2] {
+                    return Err(invalid(format!(
+                        "a {k}×{k} pool on a {}×{} input",
+                        shape[1], shape[2]
+                    )));
+                }
+                if strides.len() != 2 || strides[0] != strides[1] || strides[0] < 1 {
                     return Err(invalid(format!(
                         "strides {strides:?}: only equal strides are read"
                     )));
@@ -792,6 +884,23 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
             ),
         });
     }
+    // Drop what the output does not depend on (an unused branch).
+    let mut live: std::collections::HashSet<String> =
+        std::collections::HashSet::from([output.clone()]);
+    for n in b.nodes.iter().rev() {
+        if live.contains(&n.name) {
+            live.extend(n.inputs.iter().cloned());
+        }
+    }
+    b.nodes.retain(|n| live.contains(&n.name));
+    let params = std::mem::take(&mut b.params)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.rsplit_once('.')
+                .is_some_and(|(node, _)| live.contains(node))
+        })
+        .collect::<BTreeMap<_, _>>();
+    b.params = params;
     let spec = GraphSpec {
         name: name.to_string(),
         input_shape,

@@ -122,3 +122,167 @@ fn bad_files_fail_with_one_clear_message() {
         "{e}"
     );
 }
+
+fn vi(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    let mut dim = vec![pb::Dimension {
+        dim_value: None,
+        dim_param: Some("batch".into()),
+    }];
+    dim.extend(dims.iter().map(|&d| pb::Dimension {
+        dim_value: Some(d),
+        dim_param: None,
+    }));
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            tensor_type: Some(pb::TypeProtoTensor {
+                elem_type: pb::data_type::FLOAT,
+                shape: Some(pb::TensorShapeProto { dim }),
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+fn init(name: &str, dims: &[i64], v: Vec<f32>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::data_type::FLOAT,
+        float_data: v,
+        ..Default::default()
+    }
+}
+
+fn op(
+    kind: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: kind.into(),
+        name: format!("/{output}"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn model(
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    input: pb::ValueInfoProto,
+    outputs: &[&str],
+) -> pb::ModelProto {
+    pb::ModelProto {
+        ir_version: 7,
+        graph: Some(pb::GraphProto {
+            node: nodes,
+            initializer: inits,
+            input: vec![input],
+            output: outputs.iter().map(|o| vi(o, &[])).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// ONNX semantics the review found misread: a pool's default stride is 1, a MatMul read by
+/// two nodes keeps its bias out of the other reader, an unused branch is dropped, and a
+/// graph with two outputs is refused.
+#[test]
+fn onnx_defaults_and_graph_structure_are_respected() {
+    let ints = |name: &str, v: Vec<i64>| pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_type::INTS,
+        ints: v,
+        ..Default::default()
+    };
+    // MaxPool 2x2 with no `strides`: stride 1, so 4x4 becomes 3x3 = 9 features.
+    let m = model(
+        vec![
+            op(
+                "MaxPool",
+                &["x"],
+                "p",
+                vec![ints("kernel_shape", vec![2, 2])],
+            ),
+            op("Flatten", &["p"], "f", vec![]),
+            op(
+                "Gemm",
+                &["f", "w", "b"],
+                "y",
+                vec![pb::AttributeProto {
+                    name: "transB".into(),
+                    r#type: pb::attribute_type::INT,
+                    i: 1,
+                    ..Default::default()
+                }],
+            ),
+        ],
+        vec![
+            init("w", &[2, 9], vec![0.1; 18]),
+            init("b", &[2], vec![0.0; 2]),
+        ],
+        vi("x", &[1, 4, 4]),
+        &["y"],
+    );
+    let g = sculpt_onnx::import_model(&m, "pool").unwrap();
+    assert_eq!(g.params["y.weight"].dims(), &[2, 9], "{:?}", g.spec.nodes);
+
+    // z = x W; y = z + b; out = y + z: the bias must not reach the second reader of z.
+    let m = model(
+        vec![
+            op("MatMul", &["x", "w"], "z", vec![]),
+            op("Add", &["z", "b"], "y", vec![]),
+            op("Add", &["y", "z"], "out", vec![]),
+            op("Relu", &["x"], "unused", vec![]),
+        ],
+        vec![
+            init("w", &[2, 2], vec![1.0, 0.0, 0.0, 1.0]),
+            init("b", &[2], vec![10.0, 20.0]),
+        ],
+        vi("x", &[2]),
+        &["out"],
+    );
+    let e = sculpt_onnx::import_model(&m, "shared")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Add of a constant"),
+        "the bias is not folded into a shared MatMul: {e}"
+    );
+
+    // An unused branch is dropped.
+    let m = model(
+        vec![
+            op("Relu", &["x"], "unused", vec![]),
+            op(
+                "Gemm",
+                &["x", "w"],
+                "y",
+                vec![pb::AttributeProto {
+                    name: "transB".into(),
+                    r#type: pb::attribute_type::INT,
+                    i: 1,
+                    ..Default::default()
+                }],
+            ),
+        ],
+        vec![init("w", &[3, 2], vec![1.0; 6])],
+        vi("x", &[2]),
+        &["y"],
+    );
+    let g = sculpt_onnx::import_model(&m, "branch").unwrap();
+    assert_eq!(g.spec.nodes.len(), 1, "{:?}", g.spec.nodes);
+
+    // Two outputs are refused.
+    let mut two = m.clone();
+    two.graph.as_mut().unwrap().output.push(vi("unused", &[2]));
+    let e = sculpt_onnx::import_model(&two, "two")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 outputs"), "{e}");
+}
