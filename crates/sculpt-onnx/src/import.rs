@@ -40,7 +40,9 @@ enum Value {
     Const(Const),
     /// Shape arithmetic on an activation (`Shape` and what follows it): only a `Reshape`
     /// may consume it.
-    ShapeOf,
+    /// With the number of elements it holds, when known (the target of `x.view(n, -1)`
+    /// is two: the batch, then -1).
+    ShapeOf(Option<usize>),
 }
 
 fn tensor(t: &pb::TensorProto, node: &str) -> Result<Const> {
@@ -402,16 +404,28 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                 value(0)?
             }
             "Shape" => {
-                act(0)?;
-                Value::ShapeOf
+                let (_, shape) = act(0)?;
+                Value::ShapeOf(Some(shape.len() + 1))
             }
             "Gather" | "Unsqueeze" | "Concat" | "Cast" | "Slice" | "Squeeze" => {
                 // Shape arithmetic: any input that is a shape makes the result one.
                 let mut any_shape = false;
+                // Elements of a Concat's result, when every part's is known; a Gather of
+                // one index or an Unsqueeze of a scalar gives one.
+                let mut elements = Some(0usize);
                 for k in 0..n.input.len() {
                     match value(k)? {
-                        Value::ShapeOf => any_shape = true,
-                        Value::Const(_) => {}
+                        Value::ShapeOf(e) => {
+                            any_shape = true;
+                            elements = elements.zip(e).map(|(a, b)| a + b);
+                        }
+                        Value::Const(c) => {
+                            let len = match &c {
+                                Const::F32(_, v) => v.len(),
+                                Const::I64(_, v) => v.len(),
+                            };
+                            elements = elements.map(|a| a + len);
+                        }
                         Value::Act { .. } => {
                             return Err(OnnxError::Unsupported {
                                 op: n.op_type.clone(),
@@ -428,7 +442,15 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                         supported: SUPPORTED,
                     });
                 }
-                Value::ShapeOf
+                Value::ShapeOf(match n.op_type.as_str() {
+                    "Concat" => elements,
+                    "Gather" | "Unsqueeze" => Some(1),
+                    "Cast" => match value(0)? {
+                        Value::ShapeOf(e) => e,
+                        _ => None,
+                    },
+                    _ => None,
+                })
             }
             "Flatten" | "Reshape" => {
                 let (from, shape) = act(0)?;
@@ -440,7 +462,13 @@ pub fn import_model(model: &pb::ModelProto, name: &str) -> Result<Graph> {
                 }
                 if n.op_type == "Reshape" {
                     match value(1)? {
-                        Value::ShapeOf => {}
+                        Value::ShapeOf(Some(2)) => {}
+                        Value::ShapeOf(e) => {
+                            return Err(invalid(format!(
+                                "Reshape to a shape computed from the input, of {}: only a flatten to [batch, -1] is read",
+                                e.map_or("unknown rank".to_string(), |e| format!("rank {e}"))
+                            )))
+                        }
                         Value::Const(Const::I64(dims, target)) if dims.len() == 1 => {
                             let features = shape_of_features(&shape) as i64;
                             // [0, -1], [0, F], [-1, F], and a batch-1 export's [1, -1] or [1, F].
