@@ -1733,6 +1733,10 @@ fn run(path: &Path, out: Option<PathBuf>, flags: &RunFlags) -> anyhow::Result<()
         outcome.figure.display()
     );
     println!("trials: {}", out.join("trials.parquet").display());
+    println!(
+        "the stakeholder report, with the front re-scored on the test split: sculpt report {}",
+        out.display()
+    );
     // Interrupted (Ctrl-C or SIGTERM): the stored trials and the report are whole, but the
     // campaign is not finished; scripts can tell by the status.
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
