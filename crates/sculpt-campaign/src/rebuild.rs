@@ -431,7 +431,12 @@ pub fn export(
 ) -> Result<ExportMetrics> {
     let mut shop = Workshop::open(dir, file)?;
     let trial = shop.trial(trial_id)?.clone();
-    let student = shop.rebuild(trial_id, on_epoch)?;
+    let mut student = shop.rebuild(trial_id, on_epoch)?;
+    // The inputs the trial was fine-tuned and scored on, recorded in the model even when
+    // its teacher (from before models declared it) did not.
+    if student.spec.preprocessing.is_none() {
+        student.spec.preprocessing = Some(shop.splits.preprocessing.clone());
+    }
     check_rebuilt(
         trial_id,
         trial.accuracy.unwrap_or(f64::NAN),
