@@ -21,13 +21,9 @@ pub const HELDOUT_FILE: &str = "heldout.json";
 
 /// Where the campaign file was and which seed the last run used, from `runs.jsonl`
 /// (runs of older versions recorded the seed only at their end).
-fn last_start(dir: &Path) -> Option<(Option<PathBuf>, Option<u64>)> {
-    let text = std::fs::read_to_string(dir.join(sculpt_store::store::RUNS_FILE)).ok()?;
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+fn last_start(dir: &Path) -> (Option<PathBuf>, Option<u64>) {
+    let mut records = crate::report::runs(dir);
+    records.reverse();
     let file = records.iter().find_map(|v| {
         v.get("campaign_file")
             .and_then(|p| p.as_str())
@@ -36,7 +32,7 @@ fn last_start(dir: &Path) -> Option<(Option<PathBuf>, Option<u64>)> {
     let seed = records
         .iter()
         .find_map(|v| v.get("seed").and_then(|s| s.as_u64()));
-    Some((file, seed))
+    (file, seed)
 }
 
 /// The campaign whose trials `dir` holds: `file` when given, else the copy `run` keeps
@@ -44,7 +40,7 @@ fn last_start(dir: &Path) -> Option<(Option<PathBuf>, Option<u64>)> {
 /// fingerprint must be the folder's, so a plan rebuilt from it is the plan the trial ran.
 pub fn campaign_of(dir: &Path, file: Option<&Path>) -> Result<Campaign> {
     let (meta, _) = Store::read(dir)?;
-    let (original, seed) = last_start(dir).unwrap_or((None, None));
+    let (original, seed) = last_start(dir);
     let mut campaign = match file {
         Some(f) => Campaign::load(f)?,
         None => {
@@ -114,16 +110,11 @@ pub struct Workshop {
 /// with the same build and thread count, and float arithmetic of another build (a new
 /// GEMM kernel) moves a rebuilt student's scores by a few hundredths of a point.
 fn build_warning(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(sculpt_store::store::RUNS_FILE)).ok()?;
-    let ran = text
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| {
-            v.get("git_commit")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-        })?;
+    let ran = crate::report::runs(dir).into_iter().rev().find_map(|v| {
+        v.get("git_commit")
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+    })?;
     let now = env!("SCULPT_GIT_COMMIT");
     (ran != now && ran != "unknown" && now != "unknown").then(|| {
         format!(

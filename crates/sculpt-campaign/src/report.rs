@@ -27,7 +27,9 @@ pub struct LoadedCampaign {
     pub sensitivity: Option<(Vec<SensitivityRow>, Option<f64>)>,
 }
 
-fn runs(dir: &Path) -> Vec<Value> {
+/// The records of `runs.jsonl`, oldest first (none when the file is absent); lines that
+/// do not parse are skipped.
+pub(crate) fn runs(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join(RUNS_FILE))
         .unwrap_or_default()
         .lines()

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sculpt_store::{Store, TeacherRecord, TrialRecord, TrialState, RUNS_FILE};
+use sculpt_store::{Store, TeacherRecord, TrialRecord, TrialState};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -56,11 +56,7 @@ pub struct Status {
 /// Reads the status of the campaign in `dir`.
 pub fn status(dir: &Path) -> Result<Status> {
     let (meta, trials) = Store::read(dir)?;
-    let runs: Vec<serde_json::Value> = std::fs::read_to_string(dir.join(RUNS_FILE))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let runs = crate::report::runs(dir);
     let last_start = runs.iter().rposition(|r| r["event"] == "start");
     let ended = last_start.is_some_and(|i| runs[i + 1..].iter().any(|r| r["event"] == "end"));
     let start = last_start.map(|i| &runs[i]);

@@ -185,6 +185,29 @@ fn weight_input(
     }
 }
 
+/// A layer's inputs: the activation, then its parameters `<layer>.<suffix>` in order.
+fn layer_inputs(
+    graph: &Graph,
+    qdq: &BTreeMap<String, QdqWeight>,
+    layer: &str,
+    activation: &str,
+    suffixes: &[&str],
+    nodes: &mut Vec<pb::NodeProto>,
+    initializers: &mut Vec<pb::TensorProto>,
+) -> Result<Vec<String>> {
+    let mut ins = vec![activation.to_string()];
+    for suffix in suffixes {
+        ins.push(weight_input(
+            graph,
+            qdq,
+            &format!("{layer}.{suffix}"),
+            nodes,
+            initializers,
+        )?);
+    }
+    Ok(ins)
+}
+
 /// Writes `graph` as an ONNX model. `qdq` holds the integer codes of the weights to write
 /// in QDQ form (from `sculpt_compress::qdq_codes`); any other weight is written in f32.
 pub fn export_model(graph: &Graph, qdq: &BTreeMap<String, QdqWeight>) -> Result<pb::ModelProto> {
@@ -245,25 +268,20 @@ pub fn export_model(graph: &Graph, qdq: &BTreeMap<String, QdqWeight>) -> Result<
         let out = value_name(&n.name);
         match &n.op {
             Op::Linear { bias, .. } => {
-                let mut ins = vec![
-                    inputs[0].clone(),
-                    weight_input(
-                        graph,
-                        qdq,
-                        &format!("{}.weight", n.name),
-                        &mut nodes,
-                        &mut initializers,
-                    )?,
-                ];
-                if *bias {
-                    ins.push(weight_input(
-                        graph,
-                        qdq,
-                        &format!("{}.bias", n.name),
-                        &mut nodes,
-                        &mut initializers,
-                    )?);
-                }
+                let params: &[&str] = if *bias {
+                    &["weight", "bias"]
+                } else {
+                    &["weight"]
+                };
+                let ins = layer_inputs(
+                    graph,
+                    qdq,
+                    &n.name,
+                    &inputs[0],
+                    params,
+                    &mut nodes,
+                    &mut initializers,
+                )?;
                 nodes.push(node(
                     "Gemm",
                     &n.name,
@@ -280,25 +298,20 @@ pub fn export_model(graph: &Graph, qdq: &BTreeMap<String, QdqWeight>) -> Result<
                 bias,
                 ..
             } => {
-                let mut ins = vec![
-                    inputs[0].clone(),
-                    weight_input(
-                        graph,
-                        qdq,
-                        &format!("{}.weight", n.name),
-                        &mut nodes,
-                        &mut initializers,
-                    )?,
-                ];
-                if *bias {
-                    ins.push(weight_input(
-                        graph,
-                        qdq,
-                        &format!("{}.bias", n.name),
-                        &mut nodes,
-                        &mut initializers,
-                    )?);
-                }
+                let params: &[&str] = if *bias {
+                    &["weight", "bias"]
+                } else {
+                    &["weight"]
+                };
+                let ins = layer_inputs(
+                    graph,
+                    qdq,
+                    &n.name,
+                    &inputs[0],
+                    params,
+                    &mut nodes,
+                    &mut initializers,
+                )?;
                 let (k, s, p) = (*kernel_size as i64, *stride as i64, *padding as i64);
                 nodes.push(node(
                     "Conv",
@@ -314,16 +327,16 @@ pub fn export_model(graph: &Graph, qdq: &BTreeMap<String, QdqWeight>) -> Result<
                 ));
             }
             Op::BatchNorm2d { eps, momentum, .. } => {
-                let mut ins = vec![inputs[0].clone()];
-                for p in ["weight", "bias", "running_mean", "running_var"] {
-                    ins.push(weight_input(
-                        graph,
-                        qdq,
-                        &format!("{}.{p}", n.name),
-                        &mut nodes,
-                        &mut initializers,
-                    )?);
-                }
+                let params = ["weight", "bias", "running_mean", "running_var"];
+                let ins = layer_inputs(
+                    graph,
+                    qdq,
+                    &n.name,
+                    &inputs[0],
+                    &params,
+                    &mut nodes,
+                    &mut initializers,
+                )?;
                 nodes.push(node(
                     "BatchNormalization",
                     &n.name,

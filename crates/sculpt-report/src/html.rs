@@ -40,6 +40,14 @@ impl CampaignReport<'_> {
         self.trials.iter().filter(|t| t.state == state).count()
     }
 
+    /// The trials that failed or diverged, for the list with their reasons.
+    fn failed(&self) -> Vec<&TrialRecord> {
+        self.trials
+            .iter()
+            .filter(|t| matches!(t.state, TrialState::Failed | TrialState::Diverged))
+            .collect()
+    }
+
     /// The Pareto configurations of the campaign's own objective, by latency.
     pub fn pareto(&self) -> Vec<usize> {
         let mut front = pareto_by(self.trials, |t| self.objective.of(t));
@@ -481,11 +489,7 @@ fn render_html(
             &format!("Layer sensitivity: {}", esc(&c.name)),
             "Accuracy lost when one layer alone is compressed, without fine-tuning.",
         );
-        let failed: Vec<&TrialRecord> = c
-            .trials
-            .iter()
-            .filter(|t| matches!(t.state, TrialState::Failed | TrialState::Diverged))
-            .collect();
+        let failed = c.failed();
         if !failed.is_empty() {
             let _ = writeln!(
                 h,
@@ -587,11 +591,7 @@ fn render_markdown(
             );
         }
         let _ = writeln!(m);
-        let failed: Vec<&TrialRecord> = c
-            .trials
-            .iter()
-            .filter(|t| matches!(t.state, TrialState::Failed | TrialState::Diverged))
-            .collect();
+        let failed = c.failed();
         if !failed.is_empty() {
             let _ = writeln!(m, "### Failed or diverged trials of {}\n", c.name);
             for t in failed {
