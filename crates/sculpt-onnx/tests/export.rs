@@ -8,7 +8,10 @@ use sculpt_nn::{Graph, WeightQuant};
 use tract_onnx::prelude::*;
 
 fn fixture(name: &str) -> Graph {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The manifest folder is read when the test runs, not baked in when it is built: a
+    // test binary reused from another checkout (a shared target directory) must read this
+    // checkout's fixtures.
+    let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .join(format!("../../tests/fixtures/onnx/{name}.onnx"));
     sculpt_onnx::import_file(&path).unwrap()
 }

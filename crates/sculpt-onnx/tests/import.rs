@@ -9,7 +9,7 @@ use prost::Message;
 use sculpt_onnx::{import_file, pb, read_model, OnnxError};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/onnx")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../tests/fixtures/onnx")
 }
 
 fn expected() -> serde_json::Value {

@@ -19,13 +19,16 @@
 
 /// Output rows per packed panel.
 pub const PANEL: usize = 16;
-/// Input rows per tile, at most.
+/// Input rows per integer tile, at most.
 pub const MR: usize = 4;
+/// Input rows per f32 tile, at most: with AVX-512, 8 rows by 2 panels keep 16 of the 32
+/// vector registers accumulating, so each loaded weight vector serves 8 rows.
+pub const MR_F32: usize = 8;
 /// Panels per tile, at most.
 pub const NR: usize = 2;
 
-/// Raw sums of one tile: `MR` rows by `NR * PANEL` columns.
-pub type TileF32 = [[f32; NR * PANEL]; MR];
+/// Raw sums of one tile: `MR_F32` (f32) or `MR` (integer) rows by `NR * PANEL` columns.
+pub type TileF32 = [[f32; NR * PANEL]; MR_F32];
 pub type TileI32 = [[i32; NR * PANEL]; MR];
 
 /// The instruction set the kernels use.
@@ -259,10 +262,18 @@ pub unsafe fn tile_f32(
                 (2, 1) => $f::<2, 1>(a, lda, bp, b.k, out),
                 (3, 1) => $f::<3, 1>(a, lda, bp, b.k, out),
                 (4, 1) => $f::<4, 1>(a, lda, bp, b.k, out),
+                (5, 1) => $f::<5, 1>(a, lda, bp, b.k, out),
+                (6, 1) => $f::<6, 1>(a, lda, bp, b.k, out),
+                (7, 1) => $f::<7, 1>(a, lda, bp, b.k, out),
+                (8, 1) => $f::<8, 1>(a, lda, bp, b.k, out),
                 (1, 2) => $f::<1, 2>(a, lda, bp, b.k, out),
                 (2, 2) => $f::<2, 2>(a, lda, bp, b.k, out),
                 (3, 2) => $f::<3, 2>(a, lda, bp, b.k, out),
-                _ => $f::<4, 2>(a, lda, bp, b.k, out),
+                (4, 2) => $f::<4, 2>(a, lda, bp, b.k, out),
+                (5, 2) => $f::<5, 2>(a, lda, bp, b.k, out),
+                (6, 2) => $f::<6, 2>(a, lda, bp, b.k, out),
+                (7, 2) => $f::<7, 2>(a, lda, bp, b.k, out),
+                _ => $f::<8, 2>(a, lda, bp, b.k, out),
             }
         };
     }
@@ -271,18 +282,23 @@ pub unsafe fn tile_f32(
         Isa::Avx512Vnni => dispatch!(f32_avx512),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            // Eight accumulators of 8 lanes: up to 4 rows of one panel per call.
-            for q in 0..nr {
-                let bq = bp.add(q * b.k * PANEL);
-                let mut part: TileF32 = [[0.0; NR * PANEL]; MR];
-                match mr {
-                    1 => f32_avx2::<1>(a, lda, bq, b.k, &mut part),
-                    2 => f32_avx2::<2>(a, lda, bq, b.k, &mut part),
-                    3 => f32_avx2::<3>(a, lda, bq, b.k, &mut part),
-                    _ => f32_avx2::<4>(a, lda, bq, b.k, &mut part),
-                }
-                for i in 0..mr {
-                    out[i][q * PANEL..(q + 1) * PANEL].copy_from_slice(&part[i][..PANEL]);
+            // Eight accumulators of 8 lanes (of the 16 registers): up to 4 rows of one
+            // panel per call.
+            for r0 in (0..mr).step_by(4) {
+                let rows = (mr - r0).min(4);
+                let ar = a.add(r0 * lda);
+                for q in 0..nr {
+                    let bq = bp.add(q * b.k * PANEL);
+                    let mut part: TileF32 = [[0.0; NR * PANEL]; MR_F32];
+                    match rows {
+                        1 => f32_avx2::<1>(ar, lda, bq, b.k, &mut part),
+                        2 => f32_avx2::<2>(ar, lda, bq, b.k, &mut part),
+                        3 => f32_avx2::<3>(ar, lda, bq, b.k, &mut part),
+                        _ => f32_avx2::<4>(ar, lda, bq, b.k, &mut part),
+                    }
+                    for i in 0..rows {
+                        out[r0 + i][q * PANEL..(q + 1) * PANEL].copy_from_slice(&part[i][..PANEL]);
+                    }
                 }
             }
         }
@@ -297,7 +313,7 @@ unsafe fn f32_scalar<const M: usize, const N: usize>(
     k: usize,
     out: &mut TileF32,
 ) {
-    let mut acc = [[0f32; NR * PANEL]; MR];
+    let mut acc = [[0f32; NR * PANEL]; MR_F32];
     for kk in 0..k {
         for q in 0..N {
             let w = std::slice::from_raw_parts(b.add((q * k + kk) * PANEL), PANEL);
@@ -613,7 +629,14 @@ mod tests {
     #[test]
     fn f32_tiles_match_a_plain_matrix_product_on_every_isa() {
         let mut seed = 1;
-        for (m, n, k) in [(1, 5, 3), (4, 32, 17), (3, 40, 64), (2, 16, 1)] {
+        for (m, n, k) in [
+            (1, 5, 3),
+            (4, 32, 17),
+            (3, 40, 64),
+            (2, 16, 1),
+            (8, 20, 25),
+            (7, 50, 9),
+        ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|_| lcg(&mut seed) as f32 / 2e9 - 1.0)
                 .collect();
@@ -625,7 +648,7 @@ mod tests {
                 let mut p = 0;
                 while p < packed.panels {
                     let nr = (packed.panels - p).min(NR);
-                    let mut tile = [[0f32; NR * PANEL]; MR];
+                    let mut tile = [[0f32; NR * PANEL]; MR_F32];
                     unsafe { tile_f32(isa, a.as_ptr(), k, m, &packed, p, nr, &mut tile) };
                     for i in 0..m {
                         for c in 0..nr * PANEL {

@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use sculpt_nn::graph::INPUT;
 use sculpt_nn::{ActQuant, Dataset, Graph, Op, WeightQuant};
 
-use crate::kernel::{self, Isa, PackedF32, PackedInt, MR, NR, PANEL};
+use crate::kernel::{self, Isa, PackedF32, PackedInt, MR, MR_F32, NR, PANEL};
 use crate::{Result, RuntimeError};
 
 /// The largest batch a plan runs at once (larger sizes overflow the buffer arithmetic
@@ -1508,7 +1508,7 @@ fn sparse_is_faster(csr: &Csr, packed: &PackedF32, isa: Isa) -> bool {
     };
     let sparse = median(&mut || csr.dots(&x, &mut out));
     let dense = median(&mut || {
-        let mut tile = [[0f32; NR * PANEL]; MR];
+        let mut tile = [[0f32; NR * PANEL]; MR_F32];
         let mut p = 0;
         while p < packed.panels {
             let nr = (packed.panels - p).min(NR);
@@ -1617,7 +1617,7 @@ impl Ctx<'_> {
                 let fq = &mut self.fq[..batch * k];
                 fake_quantize(x, fq, &q);
                 let a = Shared(fq.as_mut_ptr());
-                self.run_f32(gemm, a.0, k, batch, y);
+                self.run_f32(gemm, a.0, k, batch, y, &|_| {});
             }
             (Weights::Sparse(csr), _) => {
                 let src: &[f32] = if let ActIn::Fake(q) = gemm.act {
@@ -1641,7 +1641,9 @@ impl Ctx<'_> {
                     }
                 }
             }
-            (Weights::F32(_), _) => self.run_f32(gemm, x.as_ptr() as *mut f32, k, batch, y),
+            (Weights::F32(_), _) => {
+                self.run_f32(gemm, x.as_ptr() as *mut f32, k, batch, y, &|_| {})
+            }
             (Weights::Int { packed, .. }, act) => {
                 let lda = packed.row_bytes();
                 let qa = &mut self.qa[..batch * lda];
@@ -1652,7 +1654,7 @@ impl Ctx<'_> {
                     let sum = row.iter().map(|&c| c as i64).sum();
                     self.rows[m] = RowQuant { scale, zero, sum };
                 }
-                self.run_int(gemm, batch, y);
+                self.run_int(gemm, batch, y, &|_| {});
             }
         }
     }
@@ -1677,16 +1679,19 @@ impl Ctx<'_> {
             (Weights::Sparse(_), _) => unreachable!("sparse kernels serve Linear layers only"),
             (Weights::F32(_), act) => {
                 let src: &[f32] = if let ActIn::Fake(q) = act {
-                    let fq = &mut self.fq[..batch * per];
-                    fake_quantize(x, fq, &q);
-                    fq
+                    fake_quantize(x, &mut self.fq[..batch * per], &q);
+                    &self.fq[..batch * per]
                 } else {
                     x
                 };
-                let col = &mut fcol[..m * kk];
-                im2col(src, col, g, batch, c0, 0.0f32, |v| v);
-                let a = col.as_mut_ptr();
-                self.run_f32(gemm, a, kk, m, y);
+                let col = Shared(fcol[..m * kk].as_mut_ptr());
+                // Each chunk of rows gathers its own patches, on the thread that multiplies
+                // them: in parallel, and while they are in that core's cache.
+                let prep = |rows: std::ops::Range<usize>| unsafe {
+                    let col = &col;
+                    im2col_rows(src, col.0, kk, g, c0, 0.0f32, 0.0f32, rows);
+                };
+                self.run_f32(gemm, col.0, kk, m, y, &prep);
             }
             (Weights::Int { packed, .. }, act) => {
                 let lda = packed.row_bytes();
@@ -1701,43 +1706,50 @@ impl Ctx<'_> {
                         );
                     }
                 }
-                let qa = &mut self.qa[..m * lda];
-                qa.fill(0);
+                let qa = Shared(self.qa[..m * lda].as_mut_ptr());
+                let quants = Shared(self.rows[..m].as_mut_ptr());
                 let per_out = g.oh * g.ow;
-                for b in 0..batch {
-                    let (scale, zero) = self.samples[b];
-                    let rows = &mut qa[b * per_out * lda..(b + 1) * per_out * lda];
-                    im2col_rows(&img[b * per..(b + 1) * per], rows, lda, g, c0, zero as u8);
-                    for p in 0..per_out {
-                        let row = &rows[p * lda..p * lda + kk];
-                        self.rows[b * per_out + p] = RowQuant {
+                let (img, samples) = (&*img, &self.samples[..batch]);
+                // As for f32: each chunk gathers its rows' codes and their sums.
+                let prep = |rows: std::ops::Range<usize>| unsafe {
+                    let (qa, quants) = (qa, quants);
+                    for r in rows {
+                        let (scale, zero) = samples[r / per_out];
+                        im2col_rows(img, qa.0, lda, g, c0, zero as u8, 0u8, r..r + 1);
+                        let row = std::slice::from_raw_parts(qa.0.add(r * lda), kk);
+                        *quants.0.add(r) = RowQuant {
                             scale,
                             zero,
                             sum: row.iter().map(|&c| c as i64).sum(),
                         };
                     }
-                }
-                self.run_int(gemm, m, y);
+                };
+                self.run_int(gemm, m, y, &prep);
             }
         }
     }
 
     /// Runs `f(m0, mr, p0, nr)` over every tile; a product of `k`-long rows is split across
-    /// the pool's threads only when it is large enough to repay waking them.
+    /// the pool's threads only when it is large enough to repay waking them. `prep(rows)`
+    /// fills rows of the left operand before any tile reads them: for a chunk of rows, on
+    /// the thread that takes the chunk.
     fn tiles(
         &self,
         m: usize,
         panels: usize,
         k: usize,
+        rows_per_tile: usize,
+        prep: &(dyn Fn(std::ops::Range<usize>) + Sync),
         f: &(dyn Fn(usize, usize, usize, usize) + Sync),
     ) {
+        let tr = rows_per_tile;
         let run = |ms: std::ops::Range<usize>, ps: std::ops::Range<usize>| {
             let mut p = ps.start;
             while p < ps.end {
                 let nr = (ps.end - p).min(NR);
                 let mut m0 = ms.start;
                 while m0 < ms.end {
-                    let mr = (ms.end - m0).min(MR);
+                    let mr = (ms.end - m0).min(tr);
                     f(m0, mr, p, nr);
                     m0 += mr;
                 }
@@ -1749,11 +1761,14 @@ impl Ctx<'_> {
                 // Chunks of panel pairs when the rows are few (batch 1 reads each weight
                 // once), otherwise of rows; whoever is free takes the next one.
                 let by_panels = m < 8 * pool.threads();
+                if by_panels {
+                    prep(0..m);
+                }
                 let pairs = panels.div_ceil(NR);
                 let chunks = if by_panels {
                     pairs.min(4 * pool.threads())
                 } else {
-                    m.div_ceil(MR).min(8 * pool.threads())
+                    m.div_ceil(tr).min(8 * pool.threads())
                 };
                 let next = std::sync::atomic::AtomicUsize::new(0);
                 pool.run(&|_| loop {
@@ -1765,45 +1780,73 @@ impl Ctx<'_> {
                         let per = pairs.div_ceil(chunks) * NR;
                         run(0..m, (c * per).min(panels)..((c + 1) * per).min(panels));
                     } else {
-                        let per = m.div_ceil(MR).div_ceil(chunks) * MR;
-                        run((c * per).min(m)..((c + 1) * per).min(m), 0..panels);
+                        let per = m.div_ceil(tr).div_ceil(chunks) * tr;
+                        let rows = (c * per).min(m)..((c + 1) * per).min(m);
+                        prep(rows.clone());
+                        run(rows, 0..panels);
                     }
                 });
             }
-            _ => run(0..m, 0..panels),
+            _ => {
+                prep(0..m);
+                run(0..m, 0..panels)
+            }
         }
     }
 
-    fn run_f32(&self, gemm: &Gemm, a: *mut f32, lda: usize, m: usize, y: *mut f32) {
+    fn run_f32(
+        &self,
+        gemm: &Gemm,
+        a: *mut f32,
+        lda: usize,
+        m: usize,
+        y: *mut f32,
+        prep: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) {
         let Weights::F32(packed) = &gemm.weights else {
             unreachable!()
         };
         let (a, y) = (Shared(a), Shared(y));
         let isa = self.isa;
-        self.tiles(m, packed.panels, packed.k, &|m0, mr, p0, nr| {
-            let mut tile = [[0f32; NR * PANEL]; MR];
-            let (a, y) = (a, y);
-            unsafe { kernel::tile_f32(isa, a.0.add(m0 * lda), lda, mr, packed, p0, nr, &mut tile) };
-            let (n0, end) = (p0 * PANEL, ((p0 + nr) * PANEL).min(gemm.n));
-            for (i, row) in tile.iter().enumerate().take(mr) {
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        y.0.add((m0 + i) * gemm.ldc + gemm.col0 + n0),
-                        end - n0,
-                    )
+        self.tiles(
+            m,
+            packed.panels,
+            packed.k,
+            MR_F32,
+            prep,
+            &|m0, mr, p0, nr| {
+                let mut tile = [[0f32; NR * PANEL]; MR_F32];
+                let (a, y) = (a, y);
+                unsafe {
+                    kernel::tile_f32(isa, a.0.add(m0 * lda), lda, mr, packed, p0, nr, &mut tile)
                 };
-                epilogue(
-                    &row[..end - n0],
-                    &gemm.bias[n0..end],
-                    gemm.post(n0..end),
-                    gemm.relu,
-                    out,
-                );
-            }
-        });
+                let (n0, end) = (p0 * PANEL, ((p0 + nr) * PANEL).min(gemm.n));
+                for (i, row) in tile.iter().enumerate().take(mr) {
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            y.0.add((m0 + i) * gemm.ldc + gemm.col0 + n0),
+                            end - n0,
+                        )
+                    };
+                    epilogue(
+                        &row[..end - n0],
+                        &gemm.bias[n0..end],
+                        gemm.post(n0..end),
+                        gemm.relu,
+                        out,
+                    );
+                }
+            },
+        );
     }
 
-    fn run_int(&self, gemm: &Gemm, m: usize, y: *mut f32) {
+    fn run_int(
+        &self,
+        gemm: &Gemm,
+        m: usize,
+        y: *mut f32,
+        prep: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) {
         let Weights::Int {
             packed,
             vsum,
@@ -1819,7 +1862,7 @@ impl Ctx<'_> {
         let rows = &self.rows[..m];
         let isa = self.isa;
         let k = gemm.k as i64;
-        self.tiles(m, packed.panels, packed.k, &|m0, mr, p0, nr| {
+        self.tiles(m, packed.panels, packed.k, MR, prep, &|m0, mr, p0, nr| {
             let mut tile = [[0i32; NR * PANEL]; MR];
             let (a, y) = (a, y);
             unsafe { kernel::tile_int(isa, a.0.add(m0 * lda), lda, mr, packed, p0, nr, &mut tile) };
@@ -1893,75 +1936,115 @@ fn fake_quantize(x: &[f32], out: &mut [f32], q: &ActQuant) {
     }
 }
 
-/// Channels-last im2col of channels `c0..c0 + cg` for every sample: row `(b, oy, ox)` holds
-/// the patch in `(ky, kx, channel)` order; outside the image it holds `pad`.
-fn im2col<T: Copy>(
+/// Channels-last im2col of channels `c0..c0 + cg`, for the rows `rows` of the product over
+/// every sample of `x` (row `(b, oy, ox)`, at stride `ld`): each holds its patch in
+/// `(ky, kx, channel)` order, `pad` outside the image, and `tail` from `k·k·cg` to `ld`.
+///
+/// # Safety
+/// `col` must hold `rows.end` rows of `ld >= k·k·cg` values, and `x` whole samples.
+#[allow(clippy::too_many_arguments)]
+unsafe fn im2col_rows<T: Copy>(
     x: &[T],
-    col: &mut [T],
+    col: *mut T,
+    ld: usize,
     g: &ConvGeom,
-    batch: usize,
     c0: usize,
     pad: T,
-    _map: impl Fn(T) -> T,
+    tail: T,
+    rows: std::ops::Range<usize>,
 ) {
-    let kk = g.k * g.k * g.cg;
+    if rows.is_empty() {
+        return;
+    }
     let per = g.h * g.w * g.c;
     let per_out = g.oh * g.ow;
-    for b in 0..batch {
-        im2col_rows(
-            &x[b * per..(b + 1) * per],
-            &mut col[b * per_out * kk..(b + 1) * per_out * kk],
-            kk,
-            g,
-            c0,
-            pad,
-        );
+    let kk = g.k * g.k * g.cg;
+    // The pixel of the first row, then counted on (no division per row).
+    let (mut b, p) = (rows.start / per_out, rows.start % per_out);
+    let (mut oy, mut ox) = (p / g.ow, p % g.ow);
+    assert!(rows.end <= x.len() / per * per_out);
+    for r in rows {
+        let row = std::slice::from_raw_parts_mut(col.add(r * ld), ld);
+        patch(&x[b * per..(b + 1) * per], row, g, c0, pad, oy, ox);
+        row[kk..].fill(tail);
+        ox += 1;
+        if ox == g.ow {
+            ox = 0;
+            oy += 1;
+            if oy == g.oh {
+                oy = 0;
+                b += 1;
+            }
+        }
     }
 }
 
-/// The im2col rows of one sample, at stride `ld` (at least `k·k·cg`). Where a patch row
-/// lies inside the image and the convolution is not grouped, its `k` pixels are one
-/// contiguous run of `k·c` values.
-fn im2col_rows<T: Copy>(x: &[T], col: &mut [T], ld: usize, g: &ConvGeom, c0: usize, pad: T) {
+/// Copies a run of values. The short runs of im2col (a 5-wide kernel on one channel is 5
+/// values) go as two overlapping unaligned moves of 4 to 16 bytes, the way `memcpy` copies
+/// small sizes but without a call per run; long runs are a `memcpy`.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len());
+    let n = std::mem::size_of_val(src);
+    let (d, s) = (dst.as_mut_ptr() as *mut u8, src.as_ptr() as *const u8);
+    // SAFETY: both runs are `n` bytes long (asserted), and every move below lies within
+    // them: a move of `w <= n` bytes at 0 and another at `n - w`.
+    unsafe {
+        macro_rules! two {
+            ($t:ty) => {{
+                let w = std::mem::size_of::<$t>();
+                let (a, b) = (
+                    (s as *const $t).read_unaligned(),
+                    (s.add(n - w) as *const $t).read_unaligned(),
+                );
+                (d as *mut $t).write_unaligned(a);
+                (d.add(n - w) as *mut $t).write_unaligned(b);
+            }};
+        }
+        match n {
+            0 => {}
+            1..=3 => {
+                for i in 0..n {
+                    *d.add(i) = *s.add(i);
+                }
+            }
+            4..=7 => two!(u32),
+            8..=15 => two!(u64),
+            16..=32 => two!(u128),
+            _ => dst.copy_from_slice(src),
+        }
+    }
+}
+
+/// The patch of output pixel `(oy, ox)` of one sample into `row`. Where a patch row lies
+/// inside the image and the convolution is not grouped, its `k` pixels are one contiguous
+/// run of `k·c` values.
+fn patch<T: Copy>(x: &[T], row: &mut [T], g: &ConvGeom, c0: usize, pad: T, oy: usize, ox: usize) {
     let cg = g.cg;
     let run = g.k * cg;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let row = &mut col[(oy * g.ow + ox) * ld..];
-            let ix0 = (ox * g.stride) as isize - g.pad as isize;
-            let inside_x = ix0 >= 0 && ix0 as usize + g.k <= g.w;
-            for ky in 0..g.k {
-                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                let dst = &mut row[ky * run..(ky + 1) * run];
-                if iy < 0 || iy >= g.h as isize {
-                    dst.fill(pad);
-                    continue;
-                }
-                let line = iy as usize * g.w;
-                if inside_x && cg == g.c {
-                    let at = (line + ix0 as usize) * g.c;
-                    let src = &x[at..at + run];
-                    if run <= 16 {
-                        // Short runs (a 5-wide kernel on one channel): a loop, not a
-                        // memcpy call per run.
-                        for (d, v) in dst.iter_mut().zip(src) {
-                            *d = *v;
-                        }
-                    } else {
-                        dst.copy_from_slice(src);
-                    }
-                    continue;
-                }
-                for kx in 0..g.k {
-                    let ix = ix0 + kx as isize;
-                    let d = &mut dst[kx * cg..(kx + 1) * cg];
-                    if ix < 0 || ix >= g.w as isize {
-                        d.fill(pad);
-                    } else {
-                        let at = (line + ix as usize) * g.c + c0;
-                        d.copy_from_slice(&x[at..at + cg]);
-                    }
-                }
+    let ix0 = (ox * g.stride) as isize - g.pad as isize;
+    let inside_x = ix0 >= 0 && ix0 as usize + g.k <= g.w;
+    for ky in 0..g.k {
+        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+        let dst = &mut row[ky * run..(ky + 1) * run];
+        if iy < 0 || iy >= g.h as isize {
+            dst.fill(pad);
+            continue;
+        }
+        let line = iy as usize * g.w;
+        if inside_x && cg == g.c {
+            let at = (line + ix0 as usize) * g.c;
+            copy_run(dst, &x[at..at + run]);
+            continue;
+        }
+        for kx in 0..g.k {
+            let ix = ix0 + kx as isize;
+            let d = &mut dst[kx * cg..(kx + 1) * cg];
+            if ix < 0 || ix >= g.w as isize {
+                d.fill(pad);
+            } else {
+                let at = (line + ix as usize) * g.c + c0;
+                copy_run(d, &x[at..at + cg]);
             }
         }
     }

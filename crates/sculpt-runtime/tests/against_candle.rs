@@ -112,7 +112,14 @@ fn quantize_all(g: &Graph, scheme: WeightQuant) -> Graph {
 
 #[test]
 fn integer_plans_are_within_activation_quantization_error_for_every_scheme() {
-    for (model, shape) in [("lenet-300-100", vec![784]), ("lenet-5", vec![1, 28, 28])] {
+    // resnet-8's padded and strided convolutions pad with each sample's zero point; two
+    // threads split LeNet-5's and resnet-8's convolutions into chunks of rows, each of which
+    // gathers its own patches.
+    for (model, shape) in [
+        ("lenet-300-100", vec![784]),
+        ("lenet-5", vec![1, 28, 28]),
+        ("resnet-8", vec![3, 20, 20]),
+    ] {
         let g = zoo::build(model, &shape, 10, 4).unwrap();
         let x = input(&shape, 4, 2);
         for (bits, per_channel, symmetric) in [
@@ -134,12 +141,15 @@ fn integer_plans_are_within_activation_quantization_error_for_every_scheme() {
                 },
             );
             let want = reference(&q, &x);
-            for isa in Isa::available() {
+            for (isa, threads) in Isa::available()
+                .into_iter()
+                .flat_map(|isa| [(isa, 1), (isa, 2)])
+            {
                 let mut rt = Runtime::compile(
                     &q,
                     &Options {
                         max_batch: 4,
-                        threads: 1,
+                        threads,
                         isa: Some(isa),
                         sparse: Default::default(),
                     },
@@ -156,7 +166,7 @@ fn integer_plans_are_within_activation_quantization_error_for_every_scheme() {
                 let d = max_diff(&got, &want);
                 assert!(
                     d <= 0.03 * max_abs(&want),
-                    "{model} {bits}-bit pc {per_channel} sym {symmetric} {isa:?}: {d} of {}",
+                    "{model} {bits}-bit pc {per_channel} sym {symmetric} {isa:?} {threads} threads: {d} of {}",
                     max_abs(&want)
                 );
             }
