@@ -19,11 +19,12 @@
 //!
 //! Shared hosts change speed for minutes at a time, so a fixed reference network is timed
 //! every few probes and around every calibration graph, and each time is scaled to the
-//! quickest reference seen (stored as the `reference` row): the table predicts the host at
-//! its quiet speed.
+//! median of the references seen (stored as the `reference` row): the table predicts the
+//! host at its typical speed.
 //!
-//! An entry is looked up by multilinear interpolation of log-time in log-shape, and
-//! extrapolated the same way (a power law) past the grid's edges. A table holds one batch
+//! An entry is looked up by multilinear interpolation of time in shape (exact for a cost
+//! affine in each dimension, as a matrix product's is), extrapolated the same way above the
+//! grid and clamped to its edge below it. A table holds one batch
 //! size and one thread count; it is stored as parquet with the columns
 //! `kind, precision, positions, n, k, ms, batch, threads, host, isa`. Rows of kind
 //! `overhead`, `scale` and `error_pct` hold the fit and its largest relative error on the
@@ -139,7 +140,7 @@ impl Grid {
                 continue;
             }
             // Below the grid a step costs what its smallest entry does (kernels work in
-            // whole panels and groups); above it, the power law extrapolates.
+            // whole panels and groups); above it, the cell's linear trend extrapolates.
             let x = features[a].max(axis[0]);
             let i = axis
                 .windows(2)
@@ -495,10 +496,16 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         });
         progress(i + 1, total);
     }
-    // Every probe at the host's quickest measured speed.
-    let fastest = references.iter().copied().fold(f64::INFINITY, f64::min);
+    // Every probe at the host's typical speed: the median of the references taken while
+    // profiling. (Its quickest moment, used before, put every prediction below what the
+    // host usually measures: on a shared 2-vCPU VM by 5 to 10%.)
+    let typical = {
+        let mut r = references.clone();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
     for (e, r) in entries.iter_mut().zip(&reference_of) {
-        e.ms *= fastest / references[*r];
+        e.ms *= typical / references[*r];
     }
     let isa = sculpt_runtime::Isa::detect().name().to_string();
     let mut lut = Lut::new(
@@ -520,6 +527,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
     // caches by other layers, and the plan's fixed costs.
     let mut rng = rand::rngs::StdRng::seed_from_u64(CALIBRATION_SEED);
     let mut pairs = Vec::new();
+    let mut calibration_references = Vec::new();
     let mut done = jobs.len();
     for (model, shape) in CALIBRATION {
         let teacher = sculpt_nn::zoo::build(model, shape, 10, 1)?;
@@ -529,26 +537,37 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
             } else {
                 sculpt_compress::compress(&teacher, &random_plan(&teacher, &mut rng), None)?
             };
-            // The host's speed on either side of the measurement.
-            let before = reference_ms(settings.batch, settings.threads)?;
+            // The host's speed beside the measurement.
+            calibration_references.push(reference_ms(settings.batch, settings.threads)?);
             let measured = measure(
                 &graph,
                 &MeasureSettings {
                     batch: settings.batch,
                     threads: settings.threads,
                     warmup: 10,
-                    runs: if settings.batch > 8 { 40 } else { 200 },
+                    runs: if settings.batch > 8 { 60 } else { 600 },
                 },
             )?
             .median_ms;
-            let now = 0.5 * (before + reference_ms(settings.batch, settings.threads)?);
-            pairs.push((measured * fastest / now, lut.group_ms(&graph)?));
+            pairs.push((measured, lut.group_ms(&graph)?));
             done += 1;
             progress(done, total);
         }
     }
+    // The calibration graphs at the table's typical speed, by one factor: the median
+    // reference of the calibration phase. (Scaling each graph by the reference timed beside
+    // it added that reference's own noise to every target: the reference network does not
+    // slow down exactly as each graph does.)
+    let calibration_median = {
+        let mut r = calibration_references;
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    for (m, _) in pairs.iter_mut() {
+        *m *= typical / calibration_median;
+    }
     let (scales, overhead) = fit(&pairs);
-    lut.reference_ms = fastest;
+    lut.reference_ms = typical;
     lut.scales = scales;
     lut.overhead_ms = overhead;
     lut.error_pct = pairs
@@ -560,23 +579,48 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
 
 /// The step kinds that share one fitted scale: what single-step probes miss (weights
 /// evicted from the caches by other layers, a step's inputs still warm from the last) differs
-/// between matrix steps in f32 and in integers, Linear and convolution, and element-wise
-/// steps.
-pub const SCALE_GROUPS: [&str; 5] = [
+/// between matrix steps in f32 and in integers, Linear and each kind of convolution (by
+/// kernel width, whose im2col differs, and grouped), and element-wise steps.
+pub const SCALE_GROUPS: [&str; 11] = [
     "linear_f32",
     "linear_int",
-    "conv_f32",
-    "conv_int",
+    "conv1_f32",
+    "conv1_int",
+    "conv3_f32",
+    "conv3_int",
+    "conv5_f32",
+    "conv5_int",
+    "conv_grouped_f32",
+    "conv_grouped_int",
     "elementwise",
 ];
 
-/// The scale group of a step.
+/// The index of the element-wise group in [`SCALE_GROUPS`].
+pub const ELEMENTWISE_GROUP: usize = SCALE_GROUPS.len() - 1;
+
+/// The scale group of a step. Convolutions wider than 5 share the group of width 5.
 fn scale_group(kind: &str, precision: &str) -> usize {
-    let int = precision.starts_with("int");
+    let int = usize::from(precision.starts_with("int"));
     match kind {
-        "linear" => usize::from(int),
-        k if k.starts_with("conv") => 2 + usize::from(int),
-        _ => 4,
+        "linear" => int,
+        "conv1" => 2 + int,
+        "conv3" => 4 + int,
+        "conv_grouped" => 8 + int,
+        k if k.starts_with("conv") => 6 + int,
+        _ => ELEMENTWISE_GROUP,
+    }
+}
+
+/// The groups a scale row of a table names: one of [`SCALE_GROUPS`], or (in tables from
+/// before convolutions were grouped by kind) `conv_f32` or `conv_int` for every kind.
+fn named_groups(name: &str) -> Option<Vec<usize>> {
+    if let Some(g) = SCALE_GROUPS.iter().position(|g| *g == name) {
+        return Some(vec![g]);
+    }
+    match name {
+        "conv_f32" => Some(vec![2, 4, 6, 8]),
+        "conv_int" => Some(vec![3, 5, 7, 9]),
+        _ => None,
     }
 }
 
@@ -587,7 +631,7 @@ fn combine(scales: &[f64; SCALE_GROUPS.len()], groups: &[f64; SCALE_GROUPS.len()
 /// The scales and overhead minimising `Σ ((Σ_g a_g·p_g + b) / m − 1)² + λ Σ_g (a_g − 1)²`
 /// over (measured, per-group sums) pairs, with every `a_g` and `b` non-negative: a
 /// non-negative least squares on relative error, solved exactly by trying every set of
-/// free coefficients (2⁶ small systems) and keeping the best feasible one. The small ridge
+/// free coefficients (2¹² small systems) and keeping the best feasible one. The small ridge
 /// toward 1 keeps a group that the calibration graphs barely exercise near its probes' own
 /// times.
 fn fit(pairs: &[(f64, [f64; SCALE_GROUPS.len()])]) -> ([f64; SCALE_GROUPS.len()], f64) {
@@ -676,7 +720,7 @@ pub fn random_plan(graph: &Graph, rng: &mut impl rand::Rng) -> sculpt_compress::
 
 /// Plans per calibration network (the first is the network itself), and their seed;
 /// `sculpt latency validate` draws its plans from other seeds.
-const CALIBRATION_PLANS: usize = 12;
+const CALIBRATION_PLANS: usize = 24;
 /// Probes between two measurements of the host's reference speed.
 const REFERENCE_EVERY: usize = 8;
 const CALIBRATION_SEED: u64 = 0xCA11B;
@@ -947,8 +991,8 @@ impl Lut {
                         )));
                     }
                     // An empty group is one scale for every step (older tables).
-                    match SCALE_GROUPS.iter().position(|g| *g == precision[i]) {
-                        Some(g) => scales[g] = ms[i],
+                    match named_groups(&precision[i]) {
+                        Some(groups) => groups.into_iter().for_each(|g| scales[g] = ms[i]),
                         None if precision[i].is_empty() => scales = [ms[i]; SCALE_GROUPS.len()],
                         None => {
                             return Err(bad(format!(
@@ -1082,18 +1126,18 @@ mod tests {
 
     #[test]
     fn the_fit_recovers_per_group_scales_and_an_overhead() {
-        // Graphs with different mixes of Linear f32, Linear int and element-wise time.
-        let truth = [1.3, 0.7, 1.0, 1.0, 2.0];
+        // Graphs with different mixes of Linear f32, Linear int, 5-wide convolutions in
+        // f32 and element-wise time.
+        let mut truth = [1.0; SCALE_GROUPS.len()];
+        (truth[0], truth[1], truth[6], truth[ELEMENTWISE_GROUP]) = (1.3, 0.7, 1.15, 2.0);
         let mut pairs = Vec::new();
-        for i in 0..12 {
+        for i in 0..16 {
             let x = i as f64;
-            let g = [
-                0.01 + 0.003 * x,
-                0.02 * (1.0 + (x * 0.7).sin().abs()),
-                0.0,
-                0.0,
-                0.01 * (1.0 + x % 3.0),
-            ];
+            let mut g = [0.0; SCALE_GROUPS.len()];
+            g[0] = 0.01 + 0.003 * x;
+            g[1] = 0.02 * (1.0 + (x * 0.7).sin().abs());
+            g[6] = 0.015 * (1.0 + (x * 1.3).cos().abs());
+            g[ELEMENTWISE_GROUP] = 0.01 * (1.0 + x % 3.0);
             pairs.push((combine(&truth, &g) + 0.004, g));
         }
         let (a, b) = fit(&pairs);
@@ -1103,15 +1147,14 @@ mod tests {
         }
         assert!((b - 0.004).abs() < 2e-4, "{b}");
         // A negative overhead or scale is not allowed.
-        let (a, b) = fit(&[
-            (1.0, [1.0, 0.0, 0.0, 0.0, 0.0]),
-            (3.0, [2.0, 0.0, 0.0, 0.0, 0.0]),
-        ]);
+        let one = |values: &[(usize, f64)]| {
+            let mut g = [0.0; SCALE_GROUPS.len()];
+            values.iter().for_each(|(i, v)| g[*i] = *v);
+            g
+        };
+        let (a, b) = fit(&[(1.0, one(&[(0, 1.0)])), (3.0, one(&[(0, 2.0)]))]);
         assert!(a[0] > 0.0 && b >= 0.0, "{a:?} {b}");
-        let (a, _) = fit(&[
-            (1.0, [1.0, 5.0, 0.0, 0.0, 0.0]),
-            (1.0, [1.0, 0.0, 0.0, 0.0, 0.0]),
-        ]);
+        let (a, _) = fit(&[(1.0, one(&[(0, 1.0), (1, 5.0)])), (1.0, one(&[(0, 1.0)]))]);
         assert!(a.iter().all(|x| *x >= 0.0), "{a:?}");
     }
 
@@ -1134,7 +1177,7 @@ mod tests {
         let path = dir.path().join("lut.parquet");
         let mut lut = power_law();
         lut.scales = [1.25; SCALE_GROUPS.len()];
-        lut.scales[4] = 0.5;
+        lut.scales[ELEMENTWISE_GROUP] = 0.5;
         lut.reference_ms = 0.031;
         lut.save(&path).unwrap();
         let back = Lut::load(&path).unwrap();
@@ -1145,12 +1188,47 @@ mod tests {
         assert_eq!(back.error_margin(), Some(0.05));
         let g = sculpt_nn::zoo::build("mlp", &[8], 16, 0).unwrap();
         let groups = back.group_ms(&g).unwrap();
-        assert!(groups[0] > 0.0 && groups[4] > 0.0, "{groups:?}");
+        let e = ELEMENTWISE_GROUP;
+        assert!(groups[0] > 0.0 && groups[e] > 0.0, "{groups:?}");
         assert!((groups.iter().sum::<f64>() - back.steps_ms(&g).unwrap()).abs() < 1e-15);
-        let want = 1.25 * (groups[0] + groups[1] + groups[2] + groups[3]) + 0.5 * groups[4] + 0.002;
+        let want = 1.25 * groups[..e].iter().sum::<f64>() + 0.5 * groups[e] + 0.002;
         assert!((back.predict_ms(&g).unwrap() - want).abs() < 1e-12);
         assert_eq!((back.batch, back.threads, back.overhead_ms), (1, 1, 0.002));
         assert_eq!(back.error_pct, 5.0);
+    }
+
+    #[test]
+    fn steps_scale_by_their_kind_and_older_tables_scale_every_convolution() {
+        for (kind, precision, group) in [
+            ("linear", "f32", "linear_f32"),
+            ("linear", "int4", "linear_int"),
+            ("conv1", "int8", "conv1_int"),
+            ("conv3", "f32", "conv3_f32"),
+            ("conv5", "int8", "conv5_int"),
+            ("conv7", "f32", "conv5_f32"),
+            ("conv_grouped", "int4", "conv_grouped_int"),
+            ("max_pool", "f32", "elementwise"),
+        ] {
+            assert_eq!(
+                SCALE_GROUPS[scale_group(kind, precision)],
+                group,
+                "{kind} {precision}"
+            );
+        }
+        assert_eq!(named_groups("conv5_int"), Some(vec![7]));
+        // Tables profiled before convolutions were grouped by kind name one group for all.
+        for (old, suffix) in [("conv_f32", "_f32"), ("conv_int", "_int")] {
+            let groups = named_groups(old).unwrap();
+            assert_eq!(groups.len(), 4);
+            for g in groups {
+                let name = SCALE_GROUPS[g];
+                assert!(
+                    name.starts_with("conv") && name.ends_with(suffix),
+                    "{old}: {name}"
+                );
+            }
+        }
+        assert_eq!(named_groups("conv_f16"), None);
     }
 
     #[test]

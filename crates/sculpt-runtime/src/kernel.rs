@@ -614,6 +614,107 @@ unsafe fn int_avx2<const M: usize, const NIB: bool>(
     }
 }
 
+/// A tile row's epilogue with AVX-512: `out[j] = relu?((acc[j] + bias[j]) · s[j] + t[j])`
+/// for `j < out.len()`, a panel of 16 columns at a time with masked loads and stores, so a
+/// layer of 14 channels costs what one of 16 does (a plain loop runs the 14 as a scalar
+/// remainder). `bias`, `s` and `t` hold `out.len()` values. Rounds as the plain loop does.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `out.len() <= NR * PANEL`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn epilogue_avx512(
+    acc: &[f32; NR * PANEL],
+    bias: &[f32],
+    post: Option<(&[f32], &[f32])>,
+    relu: bool,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let w = out.len();
+    assert!(w <= NR * PANEL && bias.len() >= w);
+    if let Some((s, t)) = post {
+        assert!(s.len() >= w && t.len() >= w);
+    }
+    let mut j = 0;
+    while j < w {
+        let m = lanes(w - j);
+        let mut v = _mm512_add_ps(
+            _mm512_loadu_ps(acc.as_ptr().add(j)),
+            _mm512_maskz_loadu_ps(m, bias.as_ptr().add(j)),
+        );
+        if let Some((s, t)) = post {
+            v = _mm512_add_ps(
+                _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, s.as_ptr().add(j))),
+                _mm512_maskz_loadu_ps(m, t.as_ptr().add(j)),
+            );
+        }
+        if relu {
+            // NaN becomes 0, as `f32::max(0.0)` makes it.
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+        }
+        _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), m, v);
+        j += PANEL;
+    }
+}
+
+/// An integer tile row to f32 with AVX-512: `out[j] = (acc[j] - zx·vs[j] + of[j]·rest) ·
+/// (scale · sc[j])` for `j < w`, exactly as the plain loop computes it (wrapping i32, then
+/// one rounding to f32 and two products).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn dequantize_avx512(
+    acc: &[i32; NR * PANEL],
+    w: usize,
+    zx: i32,
+    rest: i32,
+    scale: f32,
+    vs: &[i32],
+    of: &[i32],
+    sc: &[f32],
+    out: &mut [f32; NR * PANEL],
+) {
+    use std::arch::x86_64::*;
+    assert!(w <= NR * PANEL && vs.len() >= w && of.len() >= w && sc.len() >= w);
+    let (zx, rest, scale) = (
+        _mm512_set1_epi32(zx),
+        _mm512_set1_epi32(rest),
+        _mm512_set1_ps(scale),
+    );
+    let mut j = 0;
+    while j < w {
+        let m = lanes(w - j);
+        let a = _mm512_loadu_si512(acc.as_ptr().add(j) as *const _);
+        let v = _mm512_maskz_loadu_epi32(m, vs.as_ptr().add(j));
+        let o = _mm512_maskz_loadu_epi32(m, of.as_ptr().add(j));
+        let r = _mm512_add_epi32(
+            _mm512_sub_epi32(a, _mm512_mullo_epi32(zx, v)),
+            _mm512_mullo_epi32(o, rest),
+        );
+        let f = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(r),
+            _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, sc.as_ptr().add(j))),
+        );
+        _mm512_storeu_ps(out.as_mut_ptr().add(j), f);
+        j += PANEL;
+    }
+}
+
+/// The mask of the first `min(n, 16)` lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lanes(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)]
 mod tests {

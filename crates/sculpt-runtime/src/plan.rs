@@ -1829,7 +1829,8 @@ impl Ctx<'_> {
                         )
                     };
                     epilogue(
-                        &row[..end - n0],
+                        isa,
+                        row,
                         &gemm.bias[n0..end],
                         gemm.post(n0..end),
                         gemm.relu,
@@ -1874,16 +1875,25 @@ impl Ctx<'_> {
                 // Σ (x - zx)(v + off) = acc - zx·V + off·(X - zx·K), exactly in i32.
                 let zx = q.zero as i32;
                 let rest = (q.sum - q.zero * k) as i32;
-                let (acc, vs, of, sc) = (&row[..w], &vsum[n0..end], &off[n0..end], &scale[n0..end]);
-                let sums = &mut sums[..w];
-                for j in 0..w {
-                    sums[j] = (acc[j] - zx * vs[j] + of[j] * rest) as f32 * (q.scale * sc[j]);
+                let (vs, of, sc) = (&vsum[n0..end], &off[n0..end], &scale[n0..end]);
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512Vnni => unsafe {
+                        kernel::dequantize_avx512(row, w, zx, rest, q.scale, vs, of, sc, &mut sums)
+                    },
+                    _ => {
+                        for j in 0..w {
+                            sums[j] =
+                                (row[j] - zx * vs[j] + of[j] * rest) as f32 * (q.scale * sc[j]);
+                        }
+                    }
                 }
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(y.0.add((m0 + i) * gemm.ldc + gemm.col0 + n0), w)
                 };
                 epilogue(
-                    sums,
+                    isa,
+                    &sums,
                     &gemm.bias[n0..end],
                     gemm.post(n0..end),
                     gemm.relu,
@@ -1894,16 +1904,24 @@ impl Ctx<'_> {
     }
 }
 
-/// `out = relu?((acc + bias) · scale + shift)`, over equal-length slices so that it
-/// vectorises.
+/// `out = relu?((acc + bias) · scale + shift)` over the first `out.len()` columns of a tile
+/// row: with AVX-512, masked whole panels (see [`kernel::epilogue_avx512`]); otherwise over
+/// equal-length slices so that it vectorises.
 #[inline]
 fn epilogue(
-    acc: &[f32],
+    isa: Isa,
+    acc: &[f32; NR * PANEL],
     bias: &[f32],
     post: Option<(&[f32], &[f32])>,
     relu: bool,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        // SAFETY: the plan was compiled for this ISA only where the CPU has it.
+        return unsafe { kernel::epilogue_avx512(acc, bias, post, relu, out) };
+    }
+    let _ = isa;
     let n = out.len();
     let (acc, bias) = (&acc[..n], &bias[..n]);
     match post {
