@@ -125,15 +125,26 @@ enum Command {
         json: bool,
     },
     /// Benchmark every step kind of sculpt's runtime over a grid of shapes and precisions
-    /// on this host, and write the lookup table latency predictions use.
+    /// on this host, and write the lookup table latency predictions use. Its scales are
+    /// fitted on random plans of the zoo's networks, or of the model given to
+    /// `--calibrate-on`; with `--from`, an existing table is only calibrated anew.
     Profile {
         /// The table to write (parquet).
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        /// Batch size (default 1; with `--from`, the table's).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Threads (default 1; with `--from`, the table's).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Fit the table's scales on random plans of this model directory (the model a
+        /// campaign will search) instead of the zoo's networks.
+        #[arg(long, value_name = "MODEL_DIR")]
+        calibrate_on: Option<PathBuf>,
+        /// Keep this table's entries and only calibrate it anew (needs --calibrate-on).
+        #[arg(long, value_name = "LUT", requires = "calibrate_on")]
+        from: Option<PathBuf>,
         /// Milliseconds of timing per grid point.
         #[arg(long, default_value_t = 60.0)]
         budget_ms: f64,
@@ -436,9 +447,13 @@ enum LatencyCommand {
         batch: usize,
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Timed runs per plan (after 20 warm-up runs).
+        /// Timed runs per block (after 20 warm-up runs).
         #[arg(long, default_value_t = 200)]
         runs: usize,
+        /// Blocks per plan, one per pass over all the plans: a plan's measured time is the
+        /// median of its blocks' medians, taken in different phases of a shared host.
+        #[arg(long, default_value_t = 3)]
+        passes: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Write the predicted-against-measured figure here (SVG).
@@ -565,17 +580,32 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             out,
             batch,
             threads,
+            calibrate_on,
+            from,
             budget_ms,
             host_profile,
-        } => profile(
-            &out,
-            &sculpt_latency::ProfileSettings {
-                batch,
-                threads,
-                budget_ms,
-            },
-            host_profile.as_deref(),
-        ),
+        } => match from {
+            Some(table) => {
+                if batch.is_some() || threads.is_some() || host_profile.is_some() {
+                    anyhow::bail!(
+                        "--from keeps the table's batch and threads and times no probes: \
+                         --batch, --threads and --host-profile do not apply"
+                    );
+                }
+                let model = calibrate_on.expect("clap requires --calibrate-on with --from");
+                recalibrate(&table, &model, &out)
+            }
+            None => profile(
+                &out,
+                &sculpt_latency::ProfileSettings {
+                    batch: batch.unwrap_or(1),
+                    threads: threads.unwrap_or(1),
+                    budget_ms,
+                },
+                host_profile.as_deref(),
+                calibrate_on.as_deref(),
+            ),
+        },
         Command::Latency { command } => match command {
             LatencyCommand::Validate {
                 model,
@@ -585,6 +615,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 batch,
                 threads,
                 runs,
+                passes,
                 seed,
                 figure,
                 json,
@@ -595,6 +626,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     profile: &profile,
                     plans,
                     seed,
+                    passes,
                     settings: sculpt_latency::MeasureSettings {
                         batch,
                         threads,
@@ -1202,39 +1234,29 @@ fn counter(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn profile(
-    out: &Path,
-    settings: &sculpt_latency::ProfileSettings,
-    host_profile: Option<&Path>,
-) -> anyhow::Result<()> {
-    if !(settings.budget_ms.is_finite() && settings.budget_ms > 0.0) {
-        anyhow::bail!("--budget-ms must be a positive number of milliseconds");
+/// Checks that the folder `path` would be written in exists.
+fn check_out_dir(path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+        anyhow::bail!(
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
     }
-    for path in std::iter::once(out).chain(host_profile) {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
-            anyhow::bail!(
-                "cannot write {}: {} is not a directory",
-                path.display(),
-                dir.display()
-            );
-        }
-    }
-    if let Some(path) = host_profile {
-        let host = sculpt_latency::calibrate_host(settings.threads)?;
-        std::fs::write(path, toml::to_string(&host)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}: {}", path.display(), host.source);
-    }
-    let bar = counter(0, "profiling");
-    let lut = sculpt_latency::profile(settings, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    lut.save(out)?;
+    Ok(())
+}
+
+/// The model a table is calibrated on, and its name in the table.
+fn calibration_model(dir: &Path) -> anyhow::Result<(String, sculpt_nn::Graph)> {
+    let graph = sculpt_nn::io::load(dir)
+        .with_context(|| format!("reading the model to calibrate on, {}", dir.display()))?;
+    Ok((format!("{} ({})", graph.spec.name, dir.display()), graph))
+}
+
+fn print_table(out: &Path, lut: &sculpt_latency::Lut) {
     println!(
-        "wrote {} ({} entries; {} on {}, batch {}, {} thread{}): per-graph overhead {:.4} ms, largest error on the zoo networks {:.1}%",
+        "wrote {} ({} entries; {} on {}, batch {}, {} thread{}): per-graph overhead {:.4} ms, largest error on {} {:.1}%",
         out.display(),
         lut.entries.len(),
         lut.isa,
@@ -1243,8 +1265,62 @@ fn profile(
         lut.threads,
         if lut.threads == 1 { "" } else { "s" },
         lut.overhead_ms,
+        lut.calibrated_on,
         lut.error_pct
     );
+}
+
+fn recalibrate(table: &Path, model: &Path, out: &Path) -> anyhow::Result<()> {
+    check_out_dir(out)?;
+    let lut = sculpt_latency::Lut::load(table)?;
+    let (name, graph) = calibration_model(model)?;
+    let bar = counter(0, "calibrating");
+    let lut = sculpt_latency::lut::recalibrate(&lut, &name, &graph, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    lut.save(out)?;
+    print_table(out, &lut);
+    Ok(())
+}
+
+fn profile(
+    out: &Path,
+    settings: &sculpt_latency::ProfileSettings,
+    host_profile: Option<&Path>,
+    calibrate_on: Option<&Path>,
+) -> anyhow::Result<()> {
+    if !(settings.budget_ms.is_finite() && settings.budget_ms > 0.0) {
+        anyhow::bail!("--budget-ms must be a positive number of milliseconds");
+    }
+    // The model is read before minutes of probing, so a wrong path fails at once.
+    let model = calibrate_on.map(calibration_model).transpose()?;
+    for path in std::iter::once(out).chain(host_profile) {
+        check_out_dir(path)?;
+    }
+    if let Some(path) = host_profile {
+        let host = sculpt_latency::calibrate_host(settings.threads)?;
+        std::fs::write(path, toml::to_string(&host)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}: {}", path.display(), host.source);
+    }
+    let bar = counter(0, "profiling");
+    let mut lut = sculpt_latency::profile(settings, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    if let Some((name, graph)) = model {
+        let bar = counter(0, "calibrating");
+        lut = sculpt_latency::lut::recalibrate(&lut, &name, &graph, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+    }
+    lut.save(out)?;
+    print_table(out, &lut);
     Ok(())
 }
 
@@ -1252,7 +1328,7 @@ fn latency_validate(
     run: &sculpt_campaign::latency_check::ValidateRun,
     json: bool,
 ) -> anyhow::Result<()> {
-    let bar = counter(run.plans, "plans");
+    let bar = counter(run.plans * run.passes, "plan blocks");
     let v = sculpt_campaign::latency_check::validate(run, &mut |done, _| {
         bar.set_position(done as u64)
     })?;

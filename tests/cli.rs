@@ -2084,3 +2084,73 @@ profile = "epyc-zen4-1core"
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("teacher.preprocessing"), "{message}");
 }
+
+#[test]
+fn profile_refuses_bad_calibration_arguments_before_any_timing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lut.parquet");
+    let out = out.to_str().unwrap();
+    let missing = tmp.path().join("no-model");
+    let missing = missing.to_str().unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let o = sculpt(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    // --from only recalibrates, so it needs a model to calibrate on.
+    fails(
+        &["profile", "--out", out, "--from", "t.parquet"],
+        "--calibrate-on",
+    );
+    // A recalibrated table keeps its batch and threads.
+    fails(
+        &[
+            "profile",
+            "--out",
+            out,
+            "--from",
+            "t.parquet",
+            "--calibrate-on",
+            missing,
+            "--batch",
+            "4",
+        ],
+        "do not apply",
+    );
+    // A model that is not there fails at once, not after minutes of probing.
+    let started = std::time::Instant::now();
+    fails(
+        &["profile", "--out", out, "--calibrate-on", missing],
+        "reading the model to calibrate on",
+    );
+    assert!(started.elapsed().as_secs() < 20, "it profiled first");
+    // So does a table that is not there.
+    let model = tmp.path().join("m");
+    let o = sculpt(&[
+        "train",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fails(
+        &[
+            "profile",
+            "--out",
+            out,
+            "--from",
+            "none.parquet",
+            "--calibrate-on",
+            model.to_str().unwrap(),
+        ],
+        "none.parquet",
+    );
+    assert!(!Path::new(out).exists());
+}

@@ -18,6 +18,9 @@ pub struct ValidateRun<'a> {
     pub profile: &'a str,
     pub plans: usize,
     pub seed: u64,
+    /// Each plan is timed in this many blocks of `settings.runs` runs, one block per pass
+    /// over all the plans, so that its blocks fall in different phases of the host.
+    pub passes: usize,
     pub settings: MeasureSettings,
     /// Where the predicted-against-measured figure goes.
     pub figure: Option<&'a Path>,
@@ -28,9 +31,11 @@ pub struct ValidationRow {
     pub plan: usize,
     /// The plan, one `layer: prune p, bits b` per layer.
     pub description: String,
+    /// The median of the plan's blocks' medians (one block per pass).
     pub measured_ms: f64,
-    /// The host's reference time around this plan's measurement (see
-    /// `sculpt_latency::reference_ms`).
+    /// The host's reference time around this plan's blocks (see
+    /// `sculpt_latency::reference_ms`): the median of one per block, each the mean of the
+    /// reference timed before and after it.
     pub reference_ms: f64,
     pub lut_ms: Option<f64>,
     pub roofline_ms: f64,
@@ -109,14 +114,16 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     };
     // Never the calibration's seed: the table is validated on plans it was not fitted on.
     let mut rng = rand::rngs::StdRng::seed_from_u64(run.seed.wrapping_add(0x5EED_0000));
+    if run.passes == 0 {
+        return Err(crate::error::CampaignError::Invalid(
+            "--passes must be at least 1".into(),
+        ));
+    }
     let mut rows = Vec::with_capacity(run.plans);
+    let mut graphs = Vec::with_capacity(run.plans);
     for i in 0..run.plans {
         let plan = sculpt_latency::lut::random_plan(&teacher, &mut rng);
         let graph = sculpt_compress::compress(&teacher, &plan, None)?;
-        let (batch, threads) = (run.settings.batch, run.settings.threads);
-        let before = sculpt_latency::reference_ms(batch, threads)?;
-        let measured = sculpt_latency::measure(&graph, &run.settings)?.median_ms;
-        let reference_ms = 0.5 * (before + sculpt_latency::reference_ms(batch, threads)?);
         // The bits as built: a model that is already quantized keeps its codes where the
         // plan leaves a layer in f32.
         let description = plan
@@ -134,12 +141,39 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         rows.push(ValidationRow {
             plan: i,
             description,
-            measured_ms: measured,
-            reference_ms,
+            measured_ms: f64::NAN,
+            reference_ms: f64::NAN,
             lut_ms: lut.as_ref().map(|l| l.predict_ms(&graph)).transpose()?,
             roofline_ms: roofline.predict_ms(&graph)?,
         });
-        progress(i + 1, run.plans);
+        graphs.push(graph);
+    }
+    // Shared hosts change speed for seconds to minutes at a time. A plan timed in one
+    // block lands wholly in one phase; its blocks, one per pass over all the plans, land in
+    // several, and the median of their medians is the plan's time at the host's usual speed.
+    let (batch, threads) = (run.settings.batch, run.settings.threads);
+    let mut blocks = vec![Vec::with_capacity(run.passes); run.plans];
+    let mut references = vec![Vec::with_capacity(run.passes); run.plans];
+    for pass in 0..run.passes {
+        for (i, graph) in graphs.iter().enumerate() {
+            let before = sculpt_latency::reference_ms(batch, threads)?;
+            blocks[i].push(sculpt_latency::measure(graph, &run.settings)?.median_ms);
+            references[i].push(0.5 * (before + sculpt_latency::reference_ms(batch, threads)?));
+            progress(pass * run.plans + i + 1, run.passes * run.plans);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        }
+    };
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.measured_ms = median(&mut blocks[i]);
+        row.reference_ms = median(&mut references[i]);
     }
     let pairs = |f: &dyn Fn(&ValidationRow) -> Option<f64>| -> Vec<(f64, f64)> {
         rows.iter()

@@ -74,6 +74,9 @@ pub struct Lut {
     /// 0 in tables from before it was recorded.
     pub reference_ms: f64,
     pub entries: Vec<LutEntry>,
+    /// What the scales were fitted on: [`CALIBRATED_ON_ZOO`], or the model named to
+    /// [`recalibrate`].
+    pub calibrated_on: String,
     /// The file it was read from, for messages.
     pub path: Option<PathBuf>,
     grids: BTreeMap<(String, String), Grid>,
@@ -387,10 +390,19 @@ pub fn probe(kind: &str, bits: u32, positions: usize, n: usize, k: usize) -> Res
 fn grid(kind: &str, batch: usize) -> Vec<(usize, usize, usize)> {
     let pow2 = |from: u32, to: u32| (from..=to).map(|e| 1usize << e).collect::<Vec<_>>();
     match kind {
-        "linear" => pow2(3, 11)
-            .into_iter()
-            .flat_map(|n| pow2(3, 11).into_iter().map(move |k| (1, n, k)))
-            .collect(),
+        // Powers of two and the midpoints 3·2^i: a Linear layer's time bends where its
+        // weights outgrow a cache level, and interpolation across a whole octave put
+        // LeNet-300-100's pruned layers 10% off either way.
+        "linear" => {
+            let axis: Vec<usize> = pow2(3, 11)
+                .into_iter()
+                .flat_map(|p| [p, p * 3 / 2])
+                .filter(|&v| v <= 2048)
+                .collect();
+            axis.iter()
+                .flat_map(|&n| axis.iter().map(move |&k| (1, n, k)))
+                .collect()
+        }
         "conv1" | "conv3" | "conv5" => {
             let width: usize = kind[4..].parse().unwrap_or(3);
             let mut g = Vec::new();
@@ -521,37 +533,89 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         path: PathBuf::from("<profile>"),
         message,
     })?;
-    // The fit: whole-graph times of random plans of the zoo's networks against the sums of
-    // their steps' entries, `measured ≈ Σ_g scale_g · Σ entries_g + overhead`, by least squares on
-    // relative error. It absorbs what single-step probes miss: weights evicted from the
-    // caches by other layers, and the plan's fixed costs.
+    lut.reference_ms = typical;
+    let zoo = CALIBRATION
+        .iter()
+        .map(|(model, shape)| {
+            Ok((
+                model.to_string(),
+                sculpt_nn::zoo::build(model, shape, 10, 1)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let probes = jobs.len();
+    calibrate(&mut lut, &zoo, &mut |done, _| {
+        progress(probes + done, total)
+    })?;
+    lut.calibrated_on = CALIBRATED_ON_ZOO.to_string();
+    Ok(lut)
+}
+
+/// What a table's scales were fitted on when `profile` made it.
+pub const CALIBRATED_ON_ZOO: &str = "the zoo networks";
+
+/// The same table with its scales and overhead fitted anew on random plans of one model
+/// (the one a campaign will search): whole-graph measurements of `CALIBRATION_PLANS` plans,
+/// the first the model itself, drawn from the calibration seed (`latency validate` draws
+/// its plans from another). `name` is how the table will name what it was calibrated on.
+/// The host's speed now is brought to the table's by its reference network.
+pub fn recalibrate(
+    lut: &Lut,
+    name: &str,
+    model: &Graph,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Lut> {
+    if lut.reference_ms.is_nan() || lut.reference_ms <= 0.0 {
+        return Err(LatencyError::Table {
+            path: lut.path.clone().unwrap_or_else(|| PathBuf::from("<lut>")),
+            message: "the table records no reference time (it predates them); profile again \
+                      before calibrating it on a model"
+                .into(),
+        });
+    }
+    let mut out = lut.clone();
+    calibrate(&mut out, &[(name.to_string(), model.clone())], progress)?;
+    out.calibrated_on = name.to_string();
+    out.path = None;
+    Ok(out)
+}
+
+/// Fits `lut`'s scales and overhead on whole-graph times of random plans of `models`
+/// against the sums of their steps' entries, `measured ≈ Σ_g scale_g · Σ entries_g +
+/// overhead`, by least squares on relative error. It absorbs what single-step probes miss:
+/// weights evicted from the caches by other layers, and the plan's fixed costs. Progress
+/// counts graphs measured.
+fn calibrate(
+    lut: &mut Lut,
+    models: &[(String, Graph)],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    let (batch, threads) = (lut.batch, lut.threads);
+    let total = models.len() * CALIBRATION_PLANS;
     let mut rng = rand::rngs::StdRng::seed_from_u64(CALIBRATION_SEED);
     let mut pairs = Vec::new();
     let mut calibration_references = Vec::new();
-    let mut done = jobs.len();
-    for (model, shape) in CALIBRATION {
-        let teacher = sculpt_nn::zoo::build(model, shape, 10, 1)?;
+    for (_, teacher) in models {
         for i in 0..CALIBRATION_PLANS {
             let graph = if i == 0 {
                 teacher.clone()
             } else {
-                sculpt_compress::compress(&teacher, &random_plan(&teacher, &mut rng), None)?
+                sculpt_compress::compress(teacher, &random_plan(teacher, &mut rng), None)?
             };
             // The host's speed beside the measurement.
-            calibration_references.push(reference_ms(settings.batch, settings.threads)?);
+            calibration_references.push(reference_ms(batch, threads)?);
             let measured = measure(
                 &graph,
                 &MeasureSettings {
-                    batch: settings.batch,
-                    threads: settings.threads,
+                    batch,
+                    threads,
                     warmup: 10,
-                    runs: if settings.batch > 8 { 60 } else { 600 },
+                    runs: if batch > 8 { 60 } else { 600 },
                 },
             )?
             .median_ms;
             pairs.push((measured, lut.group_ms(&graph)?));
-            done += 1;
-            progress(done, total);
+            progress(pairs.len(), total);
         }
     }
     // The calibration graphs at the table's typical speed, by one factor: the median
@@ -564,17 +628,16 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         r[r.len() / 2]
     };
     for (m, _) in pairs.iter_mut() {
-        *m *= typical / calibration_median;
+        *m *= lut.reference_ms / calibration_median;
     }
     let (scales, overhead) = fit(&pairs);
-    lut.reference_ms = typical;
     lut.scales = scales;
     lut.overhead_ms = overhead;
     lut.error_pct = pairs
         .iter()
         .map(|(m, g)| ((combine(&scales, g) + overhead - m) / m).abs() * 100.0)
         .fold(0.0, f64::max);
-    Ok(lut)
+    Ok(())
 }
 
 /// The step kinds that share one fitted scale: what single-step probes miss (weights
@@ -779,6 +842,7 @@ impl Lut {
             error_pct,
             reference_ms: 0.0,
             entries,
+            calibrated_on: CALIBRATED_ON_ZOO.to_string(),
             path: None,
             grids,
         })
@@ -867,6 +931,7 @@ impl Lut {
             ("overhead", "", self.overhead_ms),
             ("error_pct", "", self.error_pct),
             ("reference", "", self.reference_ms),
+            ("calibration", self.calibrated_on.as_str(), 0.0),
         ];
         let scales = SCALE_GROUPS
             .iter()
@@ -978,6 +1043,7 @@ impl Lut {
         let mut error = 0.0;
         let mut scales = [1.0; SCALE_GROUPS.len()];
         let mut reference = 0.0;
+        let mut calibrated_on = None;
         let mut entries = Vec::new();
         for i in 0..kind.len() {
             match kind[i].as_str() {
@@ -1004,6 +1070,7 @@ impl Lut {
                     }
                 }
                 "reference" => reference = ms[i],
+                "calibration" => calibrated_on = Some(precision[i].clone()),
                 _ => {
                     for (name, v) in [("positions", positions[i]), ("n", n[i]), ("k", k[i])] {
                         if !(v >= 1.0 && v.is_finite()) {
@@ -1047,6 +1114,7 @@ impl Lut {
         }
         lut.scales = scales;
         lut.reference_ms = reference;
+        lut.calibrated_on = calibrated_on.unwrap_or_else(|| CALIBRATED_ON_ZOO.to_string());
         lut.path = Some(path.to_path_buf());
         Ok(lut)
     }
@@ -1055,12 +1123,13 @@ impl Lut {
 impl LatencyModel for Lut {
     fn describe(&self) -> String {
         format!(
-            "lookup table ({} on {}, batch {}, {} thread{}; largest calibration error {:.1}%)",
+            "lookup table ({} on {}, batch {}, {} thread{}; calibrated on {}, largest error {:.1}%)",
             self.isa,
             self.host,
             self.batch,
             self.threads,
             if self.threads == 1 { "" } else { "s" },
+            self.calibrated_on,
             self.error_pct
         )
     }
@@ -1195,6 +1264,63 @@ mod tests {
         assert!((back.predict_ms(&g).unwrap() - want).abs() < 1e-12);
         assert_eq!((back.batch, back.threads, back.overhead_ms), (1, 1, 0.002));
         assert_eq!(back.error_pct, 5.0);
+    }
+
+    #[test]
+    fn a_table_calibrated_on_a_model_is_fitted_on_its_plans_and_names_it() {
+        // Linear entries in every precision a random plan can give, and the element-wise
+        // steps of an MLP; the times are synthetic, the calibration measures for real.
+        let mut entries = Vec::new();
+        for precision in ["f32", "int8", "int4"] {
+            for n in [8.0, 64.0, 512.0] {
+                for k in [8.0, 64.0, 512.0] {
+                    let mut e = entry("linear", 1.0, n, k, 1e-7 * n * k + 1e-4);
+                    e.precision = precision.into();
+                    entries.push(e);
+                }
+            }
+        }
+        for p in [64.0, 4096.0] {
+            entries.push(entry("relu", p, 1.0, 1.0, 1e-6 * p));
+            entries.push(entry("input_copy", p, 1.0, 1.0, 1e-7 * p));
+        }
+        let mut lut = Lut::new(1, 1, "test".into(), "scalar".into(), 0.0, 0.0, entries).unwrap();
+        let model = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        // A table with no reference time cannot be brought to the host's speed now.
+        let e = recalibrate(&lut, "mlp", &model, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no reference time"), "{e}");
+        lut.reference_ms = 0.05;
+        let mut calls = 0;
+        let fitted = recalibrate(&lut, "mlp (a test)", &model, &mut |done, total| {
+            calls += 1;
+            assert!(done <= total && total == CALIBRATION_PLANS);
+        })
+        .unwrap();
+        assert_eq!(calls, CALIBRATION_PLANS);
+        assert_eq!(fitted.calibrated_on, "mlp (a test)");
+        assert_eq!(lut.calibrated_on, CALIBRATED_ON_ZOO);
+        assert!(
+            fitted.scales.iter().all(|a| a.is_finite() && *a >= 0.0),
+            "{:?}",
+            fitted.scales
+        );
+        assert!(fitted.scales != lut.scales, "nothing was fitted");
+        assert!(fitted.error_pct.is_finite());
+        assert_eq!((fitted.reference_ms, fitted.batch), (0.05, 1));
+        // The name survives the file, and says what the predictions rest on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mlp.parquet");
+        fitted.save(&path).unwrap();
+        let back = Lut::load(&path).unwrap();
+        assert_eq!(back.calibrated_on, "mlp (a test)");
+        assert!(
+            back.describe().contains("calibrated on mlp (a test)"),
+            "{}",
+            back.describe()
+        );
+        assert!(back.predict_ms(&model).unwrap() > 0.0);
     }
 
     #[test]
