@@ -171,6 +171,218 @@ impl CustomOp1 for Col2Im {
     }
 }
 
+/// A dense convolution as one op: per sample, im2col into a scratch matrix and one GEMM
+/// straight into the `[b, o, ho, wo]` output, with its own backward. Written through
+/// candle's autograd as im2col, matmul and a transpose, the backward allocated the patch
+/// matrix's gradient (k² times the input), zero-filled it and added into it before col2im
+/// read it once: a fifth of LeNet-5's training step. Here the patch gradient of one sample
+/// lives in a scratch buffer between its GEMM and col2im, and the weight gradient sums
+/// fixed blocks of samples in order, so it is the same on any number of threads.
+struct DenseConv {
+    geometry: Geometry,
+    /// The weight matrix's last column is the bias (the patches end in a 1).
+    ones: bool,
+}
+
+/// Samples per block of the weight gradient's sum: fixed, so that the sum's order (and so
+/// its rounding) does not depend on the thread count.
+const GRAD_BLOCK: usize = 8;
+
+impl DenseConv {
+    fn width(&self) -> usize {
+        let g = self.geometry;
+        g.channels * g.kernel * g.kernel + usize::from(self.ones)
+    }
+
+    /// One sample's patch matrix (`positions × width`) into `cols`.
+    fn patches(&self, src: &[f32], cols: &mut [f32]) {
+        let g = self.geometry;
+        let width = self.width();
+        if g.padding > 0 {
+            cols.fill(0.0);
+        }
+        for_each_patch(&g, width, |d, s, n| {
+            cols[d..d + n].copy_from_slice(&src[s..s + n])
+        });
+        if self.ones {
+            let ckk = width - 1;
+            cols.chunks_mut(width).for_each(|row| row[ckk] = 1.0);
+        }
+    }
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, every operand given by its row and
+/// column strides, on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    let last = |rs: usize, cs: usize, r: usize, c: usize| {
+        (r.max(1) - 1) * rs + (c.max(1) - 1) * cs + usize::from(r > 0 && c > 0)
+    };
+    assert!(dst.len() >= last(dst_rs, dst_cs, m, n));
+    assert!(lhs.len() >= last(lhs_rs, lhs_cs, m, k));
+    assert!(rhs.len() >= last(rhs_rs, rhs_cs, k, n));
+    // SAFETY: every index the strides reach is within the slices (asserted above), and
+    // `dst` does not alias the operands (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+impl candle_core::CustomOp2 for DenseConv {
+    fn name(&self) -> &'static str {
+        "dense-conv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let x = contiguous_f32(xs, xl, "dense-conv")?;
+        let w = contiguous_f32(ws, wl, "dense-conv")?;
+        let width = self.width();
+        let o = w.len() / width;
+        let (ho, wo) = g.output();
+        let p = ho * wo;
+        let sample = g.channels * g.height * g.width;
+        let b = x.len() / sample;
+        let mut out = vec![0f32; b * o * p];
+        out.par_chunks_mut(o * p)
+            .zip(x.par_chunks(sample))
+            .for_each_init(
+                || vec![0f32; p * width],
+                |cols, (dst, src)| {
+                    self.patches(src, cols);
+                    // out_b (o × p) = W (o × width) · cols_bᵀ (width × p).
+                    gemm_into(
+                        (o, p, width),
+                        dst,
+                        (p, 1),
+                        false,
+                        w,
+                        (width, 1),
+                        cols,
+                        (1, width),
+                    );
+                },
+            );
+        Ok((CpuStorage::F32(out), Shape::from((b, o, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.geometry;
+        let width = self.width();
+        let (o, _) = w.dims2()?;
+        let (ho, wo) = g.output();
+        let p = ho * wo;
+        let sample = g.channels * g.height * g.width;
+        let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let w = w.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let b = x.len() / sample;
+        let mut dx = vec![0f32; b * sample];
+        // Blocks of GRAD_BLOCK samples, each with its own weight-gradient partial.
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(sample * GRAD_BLOCK)
+            .zip(x.par_chunks(sample * GRAD_BLOCK))
+            .zip(dy.par_chunks(o * p * GRAD_BLOCK))
+            .map(|((dx, x), dy)| {
+                let mut dw = vec![0f32; o * width];
+                let mut cols = vec![0f32; p * width];
+                let mut dcols = vec![0f32; p * width];
+                for ((dx, x), dy) in dx
+                    .chunks_mut(sample)
+                    .zip(x.chunks(sample))
+                    .zip(dy.chunks(o * p))
+                {
+                    self.patches(x, &mut cols);
+                    // dW (o × width) += dY_b (o × p) · cols_b (p × width).
+                    gemm_into(
+                        (o, width, p),
+                        &mut dw,
+                        (width, 1),
+                        true,
+                        dy,
+                        (p, 1),
+                        &cols,
+                        (width, 1),
+                    );
+                    // dcols_b (p × width) = dY_bᵀ (p × o) · W (o × width), then col2im.
+                    gemm_into(
+                        (p, width, o),
+                        &mut dcols,
+                        (width, 1),
+                        false,
+                        dy,
+                        (1, p),
+                        &w,
+                        (width, 1),
+                    );
+                    for_each_patch(&g, width, |d, s, n| {
+                        for (t, v) in dx[s..s + n].iter_mut().zip(&dcols[d..d + n]) {
+                            *t += v;
+                        }
+                    });
+                }
+                dw
+            })
+            .collect();
+        let mut dw = vec![0f32; o * width];
+        for part in &partials {
+            for (a, v) in dw.iter_mut().zip(part) {
+                *a += v;
+            }
+        }
+        let dev = grad.device();
+        Ok((
+            Some(Tensor::from_vec(
+                dx,
+                (b, g.channels, g.height, g.width),
+                dev,
+            )?),
+            Some(Tensor::from_vec(dw, (o, width), dev)?),
+        ))
+    }
+}
+
 /// Max pooling with a hand-written kernel. candle's own max-pool backward builds an
 /// equality mask through five whole-tensor passes; this one routes each window's gradient
 /// straight to the window's (first) maximum.
@@ -309,18 +521,25 @@ pub fn conv2d(
     let dense = groups == 1;
     // A dense convolution folds its bias into the GEMM (see `Im2Col`).
     let folded = dense && bias.is_some();
-    let cols = x.contiguous()?.apply_op1(Im2Col {
-        geometry: g,
-        ones: folded,
-    })?;
-    let out = if dense {
+    if dense {
         let w = weight.reshape((o, c * kk))?;
         let w = match bias {
             Some(bias) => Tensor::cat(&[&w, &bias.reshape((o, 1))?], 1)?,
             None => w,
         };
-        cols.matmul(&w.t()?)?
-    } else if c_per_group == 1 && o == c {
+        return Ok(x.contiguous()?.apply_op2(
+            &w.contiguous()?,
+            DenseConv {
+                geometry: g,
+                ones: folded,
+            },
+        )?);
+    }
+    let cols = x.contiguous()?.apply_op1(Im2Col {
+        geometry: g,
+        ones: folded,
+    })?;
+    let out = if c_per_group == 1 && o == c {
         // Depthwise: each output channel sees only its own input channel, so the layer is c
         // small GEMMs, one per channel, over a channel-major copy of the patches. Written as
         // a batched matmul, both gradients are GEMMs too (a broadcast multiply would need a
@@ -440,19 +659,21 @@ pub(crate) mod tests {
             (6, 6, 3, 1, 1, 6),
             (4, 8, 3, 2, 1, 2),
         ] {
+            // 19 samples: two whole blocks of the weight gradient's sum and a part block.
             let x = candle_core::Var::from_tensor(
-                &Tensor::randn(0f32, 1.0, (2, c, 9, 9), &dev).unwrap(),
+                &Tensor::randn(0f32, 1.0, (19, c, 9, 9), &dev).unwrap(),
             )
             .unwrap();
             let w = candle_core::Var::from_tensor(
                 &Tensor::randn(0f32, 1.0, (o, c / groups, k, k), &dev).unwrap(),
             )
             .unwrap();
-            let bias = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
+            let bias =
+                candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, o, &dev).unwrap()).unwrap();
             let ours = conv2d(
                 x.as_tensor(),
                 w.as_tensor(),
-                Some(&bias),
+                Some(bias.as_tensor()),
                 stride,
                 padding,
                 groups,
@@ -462,7 +683,7 @@ pub(crate) mod tests {
                 .as_tensor()
                 .conv2d(w.as_tensor(), padding, stride, 1, groups)
                 .unwrap()
-                .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+                .broadcast_add(&bias.as_tensor().reshape((1, o, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             assert!(
@@ -487,7 +708,7 @@ pub(crate) mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            for v in [&x, &w] {
+            for v in [&x, &w, &bias] {
                 let a = g_ours.get(v.as_tensor()).unwrap();
                 let b = g_theirs.get(v.as_tensor()).unwrap();
                 let scale = b
