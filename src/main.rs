@@ -132,10 +132,10 @@ enum Command {
         /// The table to write (parquet).
         #[arg(long)]
         out: PathBuf,
-        /// Batch size (default 1; with `--from`, the table's).
+        /// Batch size [default: 1]. Not with `--from`, which keeps the table's.
         #[arg(long)]
         batch: Option<usize>,
-        /// Threads (default 1; with `--from`, the table's).
+        /// Threads [default: 1]. Not with `--from`, which keeps the table's.
         #[arg(long)]
         threads: Option<usize>,
         /// Fit the table's scales on random plans of this model directory (the model a
@@ -145,9 +145,9 @@ enum Command {
         /// Keep this table's entries and only calibrate it anew (needs --calibrate-on).
         #[arg(long, value_name = "LUT", requires = "calibrate_on")]
         from: Option<PathBuf>,
-        /// Milliseconds of timing per grid point.
-        #[arg(long, default_value_t = 60.0)]
-        budget_ms: f64,
+        /// Milliseconds of timing per grid point [default: 60]. Not with `--from`.
+        #[arg(long)]
+        budget_ms: Option<f64>,
         /// Also calibrate the roofline on this host by microbenchmarks and write the
         /// device profile here (TOML; a campaign names it as `latency.profile`).
         #[arg(long)]
@@ -586,10 +586,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             host_profile,
         } => match from {
             Some(table) => {
-                if batch.is_some() || threads.is_some() || host_profile.is_some() {
+                if batch.is_some()
+                    || threads.is_some()
+                    || host_profile.is_some()
+                    || budget_ms.is_some()
+                {
                     anyhow::bail!(
                         "--from keeps the table's batch and threads and times no probes: \
-                         --batch, --threads and --host-profile do not apply"
+                         --batch, --threads, --budget-ms and --host-profile do not apply"
                     );
                 }
                 let model = calibrate_on.expect("clap requires --calibrate-on with --from");
@@ -600,7 +604,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 &sculpt_latency::ProfileSettings {
                     batch: batch.unwrap_or(1),
                     threads: threads.unwrap_or(1),
-                    budget_ms,
+                    budget_ms: budget_ms.unwrap_or(60.0),
                 },
                 host_profile.as_deref(),
                 calibrate_on.as_deref(),
@@ -1234,7 +1238,8 @@ fn counter(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Checks that the folder `path` would be written in exists.
+/// Checks, before any work, that a file can be written at `path`: its folder exists, it is
+/// not a folder, and a file can be created beside it (the temporary a save renames).
 fn check_out_dir(path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir.filter(|d| !d.is_dir()) {
@@ -1243,6 +1248,21 @@ fn check_out_dir(path: &Path) -> anyhow::Result<()> {
             path.display(),
             dir.display()
         );
+    }
+    if path.is_dir() {
+        anyhow::bail!("cannot write {}: it is a directory", path.display());
+    }
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(".tmp");
+    let probe = PathBuf::from(probe);
+    let existed = probe.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&probe)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(&probe);
     }
     Ok(())
 }
@@ -1272,6 +1292,16 @@ fn print_table(out: &Path, lut: &sculpt_latency::Lut) {
 
 fn recalibrate(table: &Path, model: &Path, out: &Path) -> anyhow::Result<()> {
     check_out_dir(out)?;
+    // The table as profiled is the only copy of its zoo calibration: writing over it would
+    // lose that for good.
+    if let (Ok(a), Ok(b)) = (table.canonicalize(), out.canonicalize()) {
+        if a == b {
+            anyhow::bail!(
+                "--out {} is the table given to --from; write the recalibrated table to another file",
+                out.display()
+            );
+        }
+    }
     let lut = sculpt_latency::Lut::load(table)?;
     let (name, graph) = calibration_model(model)?;
     let bar = counter(0, "calibrating");

@@ -2152,5 +2152,60 @@ fn profile_refuses_bad_calibration_arguments_before_any_timing() {
         ],
         "none.parquet",
     );
+    // An output that is a folder, or the table being recalibrated, is refused up front.
+    let model = model.to_str().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    fails(
+        &[
+            "profile",
+            "--out",
+            dir,
+            "--from",
+            out,
+            "--calibrate-on",
+            model,
+        ],
+        "is a directory",
+    );
+    let table = tmp.path().join("t.parquet");
+    std::fs::write(&table, "not yet a table").unwrap();
+    let table = table.to_str().unwrap();
+    fails(
+        &[
+            "profile",
+            "--out",
+            table,
+            "--from",
+            table,
+            "--calibrate-on",
+            model,
+        ],
+        "is the table given to --from",
+    );
+    assert_eq!(std::fs::read_to_string(table).unwrap(), "not yet a table");
+    // Validation refuses impossible sizes and an unwritable figure before measuring.
+    let huge = usize::MAX.to_string();
+    fails(
+        &[
+            "latency", "validate", "--model", model, "--plans", "2", "--passes", &huge,
+        ],
+        "measured blocks",
+    );
+    fails(
+        &["latency", "validate", "--model", model, "--runs", "0"],
+        "--runs must be at least 1",
+    );
+    let figure = tmp.path().join("no-folder/f.svg");
+    fails(
+        &[
+            "latency",
+            "validate",
+            "--model",
+            model,
+            "--figure",
+            figure.to_str().unwrap(),
+        ],
+        "is not a directory",
+    );
     assert!(!Path::new(out).exists());
 }

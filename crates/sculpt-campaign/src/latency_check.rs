@@ -92,10 +92,40 @@ fn score(model: String, pairs: &[(f64, f64)]) -> PredictorScore {
 
 /// Runs the validation; `progress(done, total)` reports each plan.
 pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Result<Validation> {
-    if run.plans == 0 {
-        return Err(crate::error::CampaignError::Invalid(
-            "--plans must be at least 1".into(),
+    let invalid = |m: String| Err(crate::error::CampaignError::Invalid(m));
+    for (flag, v) in [
+        ("--plans", run.plans),
+        ("--passes", run.passes),
+        ("--runs", run.settings.runs),
+        ("--threads", run.settings.threads),
+        ("--batch", run.settings.batch),
+    ] {
+        if v == 0 {
+            return invalid(format!("{flag} must be at least 1"));
+        }
+    }
+    // Each block is at least a millisecond of reference timing: a million is weeks.
+    const MAX_BLOCKS: usize = 1_000_000;
+    if run.plans.saturating_mul(run.passes) > MAX_BLOCKS {
+        return invalid(format!(
+            "--plans {} × --passes {} is more than {MAX_BLOCKS} measured blocks",
+            run.plans, run.passes
         ));
+    }
+    // The figure's folder is checked before minutes of measuring, not after.
+    if let Some(path) = run.figure {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if path.is_dir() || dir.is_some_and(|d| !d.is_dir()) {
+            return invalid(format!(
+                "cannot write the figure to {}: {}",
+                path.display(),
+                if path.is_dir() {
+                    "it is a directory".to_string()
+                } else {
+                    format!("{} is not a directory", dir.unwrap().display())
+                }
+            ));
+        }
     }
     let teacher = sculpt_nn::io::load(run.model)?;
     let lut = run.lut.map(Lut::load).transpose()?;
@@ -114,11 +144,6 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     };
     // Never the calibration's seed: the table is validated on plans it was not fitted on.
     let mut rng = rand::rngs::StdRng::seed_from_u64(run.seed.wrapping_add(0x5EED_0000));
-    if run.passes == 0 {
-        return Err(crate::error::CampaignError::Invalid(
-            "--passes must be at least 1".into(),
-        ));
-    }
     let mut rows = Vec::with_capacity(run.plans);
     let mut graphs = Vec::with_capacity(run.plans);
     for i in 0..run.plans {
