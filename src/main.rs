@@ -433,6 +433,7 @@ enum LatencyCommand {
     /// predict it with the lookup table and the roofline; report each predictor's mean
     /// absolute percentage error (`mape`) and share within ±10% (`within_10pct`).
     Validate {
+        /// The trained model directory whose random plans are built and measured.
         #[arg(long)]
         model: PathBuf,
         /// The lookup table from `sculpt profile` (without it, only the roofline).
@@ -441,10 +442,13 @@ enum LatencyCommand {
         /// Device profile of the roofline.
         #[arg(long, default_value = "epyc-zen4-1core")]
         profile: String,
+        /// Random plans to draw (random channel pruning per layer; f32, 8- or 4-bit weights).
         #[arg(long, default_value_t = 100)]
         plans: usize,
+        /// Batch size of the measurements (a table must have been profiled at it).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Threads of the measurements (a table must have been profiled with them).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Timed runs per block (after 20 warm-up runs).
@@ -454,11 +458,13 @@ enum LatencyCommand {
         /// median of its blocks' medians, taken in different phases of a shared host.
         #[arg(long, default_value_t = 3)]
         passes: usize,
+        /// Seed of the plans drawn (never the calibration's plans).
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Write the predicted-against-measured figure here (SVG).
         #[arg(long)]
         figure: Option<PathBuf>,
+        /// Print the scores, the settings and every plan's row as JSON.
         #[arg(long)]
         json: bool,
     },

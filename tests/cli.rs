@@ -2207,5 +2207,24 @@ fn profile_refuses_bad_calibration_arguments_before_any_timing() {
         ],
         "is not a directory",
     );
+    // A small validation records its settings and a finite time for every plan.
+    let o = sculpt(&[
+        "latency", "validate", "--model", model, "--plans", "2", "--runs", "5", "--passes", "2",
+        "--seed", "7", "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["runs"].as_u64(), v["passes"].as_u64(), v["seed"].as_u64()),
+        (Some(5), Some(2), Some(7))
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        for key in ["measured_ms", "reference_ms", "roofline_ms"] {
+            let t = r[key].as_f64().unwrap();
+            assert!(t.is_finite() && t > 0.0, "{key}: {r}");
+        }
+    }
     assert!(!Path::new(out).exists());
 }

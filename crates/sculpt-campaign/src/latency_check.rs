@@ -55,6 +55,10 @@ pub struct Validation {
     pub model: String,
     pub batch: usize,
     pub threads: usize,
+    /// Timed runs per block, blocks (passes) per plan, and the seed of the plans.
+    pub runs: usize,
+    pub passes: usize,
+    pub seed: u64,
     pub lut: Option<PredictorScore>,
     /// The lookup table with each prediction scaled by the host's speed at the moment of
     /// the plan's measurement (its reference time against the table's): what the table
@@ -271,6 +275,9 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         model: teacher.spec.name.clone(),
         batch: run.settings.batch,
         threads: run.settings.threads,
+        runs: run.settings.runs,
+        passes: run.passes,
+        seed: run.seed,
         mape: headline.mape,
         within_10pct: headline.within_10pct,
         lut: lut_score,
