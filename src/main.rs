@@ -1342,19 +1342,12 @@ fn profile(
         println!("wrote {}: {}", path.display(), host.source);
     }
     let bar = counter(0, "profiling");
-    let mut lut = sculpt_latency::profile(settings, &mut |done, total| {
+    let calibrate_on = model.as_ref().map(|(name, graph)| (name.as_str(), graph));
+    let lut = sculpt_latency::profile(settings, calibrate_on, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    if let Some((name, graph)) = model {
-        let bar = counter(0, "calibrating");
-        lut = sculpt_latency::lut::recalibrate(&lut, &name, &graph, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
-        bar.finish_and_clear();
-    }
     lut.save(out)?;
     print_table(out, &lut);
     Ok(())
@@ -1364,7 +1357,11 @@ fn latency_validate(
     run: &sculpt_campaign::latency_check::ValidateRun,
     json: bool,
 ) -> anyhow::Result<()> {
-    let bar = counter(run.plans * run.passes, "plan blocks");
+    // The figure's folder is checked before minutes of measuring, not after.
+    if let Some(figure) = run.figure {
+        check_out_dir(figure)?;
+    }
+    let bar = counter(run.plans.saturating_mul(run.passes), "plan blocks");
     let v = sculpt_campaign::latency_check::validate(run, &mut |done, _| {
         bar.set_position(done as u64)
     })?;

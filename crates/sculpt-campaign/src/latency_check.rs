@@ -116,21 +116,6 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             run.plans, run.passes
         ));
     }
-    // The figure's folder is checked before minutes of measuring, not after.
-    if let Some(path) = run.figure {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if path.is_dir() || dir.is_some_and(|d| !d.is_dir()) {
-            return invalid(format!(
-                "cannot write the figure to {}: {}",
-                path.display(),
-                if path.is_dir() {
-                    "it is a directory".to_string()
-                } else {
-                    format!("{} is not a directory", dir.unwrap().display())
-                }
-            ));
-        }
-    }
     let teacher = sculpt_nn::io::load(run.model)?;
     let lut = run.lut.map(Lut::load).transpose()?;
     if let Some(l) = &lut {

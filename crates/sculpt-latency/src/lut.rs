@@ -460,9 +460,30 @@ fn time_step(
     Ok((times[i].1, index.map(|i| shapes[i].clone()), all))
 }
 
-/// Profiles every step kind and precision on this host, then fits the per-graph overhead
-/// on the zoo's networks. `progress(done, total)` reports each grid point.
-pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize)) -> Result<Lut> {
+/// Profiles every step kind and precision on this host, then fits the scales and the
+/// per-graph overhead on random plans of the zoo's networks, or of `calibrate_on` (a name
+/// and a model; see [`recalibrate`]). `progress(done, total)` reports each grid point and
+/// each calibration graph.
+pub fn profile(
+    settings: &ProfileSettings,
+    calibrate_on: Option<(&str, &Graph)>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Lut> {
+    let (calibrated_on, models) = match calibrate_on {
+        Some((name, model)) => (name.to_string(), vec![(name.to_string(), model.clone())]),
+        None => (
+            CALIBRATED_ON_ZOO.to_string(),
+            CALIBRATION
+                .iter()
+                .map(|(model, shape)| {
+                    Ok((
+                        model.to_string(),
+                        sculpt_nn::zoo::build(model, shape, 10, 1)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
     // (kind, precision, weight bits, (positions, n, k)).
     type Job = (String, &'static str, u32, (usize, usize, usize));
     let mut jobs: Vec<Job> = Vec::new();
@@ -478,7 +499,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
             jobs.push((kind.to_string(), "f32", 32, point));
         }
     }
-    let total = jobs.len() + CALIBRATION.len() * CALIBRATION_PLANS;
+    let total = jobs.len() + models.len() * CALIBRATION_PLANS;
     let mut entries = Vec::with_capacity(jobs.len());
     // The host's speed, measured every few probes; each probe is later scaled by the
     // reference of its moment (see `reference_ms`).
@@ -511,11 +532,7 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
     // Every probe at the host's typical speed: the median of the references taken while
     // profiling. (Its quickest moment, used before, put every prediction below what the
     // host usually measures: on a shared 2-vCPU VM by 5 to 10%.)
-    let typical = {
-        let mut r = references.clone();
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    };
+    let typical = median(references.clone());
     for (e, r) in entries.iter_mut().zip(&reference_of) {
         e.ms *= typical / references[*r];
     }
@@ -534,20 +551,10 @@ pub fn profile(settings: &ProfileSettings, progress: &mut dyn FnMut(usize, usize
         message,
     })?;
     lut.reference_ms = typical;
-    let zoo = CALIBRATION
-        .iter()
-        .map(|(model, shape)| {
-            Ok((
-                model.to_string(),
-                sculpt_nn::zoo::build(model, shape, 10, 1)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let probes = jobs.len();
-    calibrate(&mut lut, &zoo, &mut |done, _| {
+    calibrate(&mut lut, &models, &calibrated_on, &mut |done, _| {
         progress(probes + done, total)
     })?;
-    lut.calibrated_on = CALIBRATED_ON_ZOO.to_string();
     Ok(lut)
 }
 
@@ -574,8 +581,12 @@ pub fn recalibrate(
         });
     }
     let mut out = lut.clone();
-    calibrate(&mut out, &[(name.to_string(), model.clone())], progress)?;
-    out.calibrated_on = name.to_string();
+    calibrate(
+        &mut out,
+        &[(name.to_string(), model.clone())],
+        name,
+        progress,
+    )?;
     out.path = None;
     Ok(out)
 }
@@ -583,11 +594,12 @@ pub fn recalibrate(
 /// Fits `lut`'s scales and overhead on whole-graph times of random plans of `models`
 /// against the sums of their steps' entries, `measured ≈ Σ_g scale_g · Σ entries_g +
 /// overhead`, by least squares on relative error. It absorbs what single-step probes miss:
-/// weights evicted from the caches by other layers, and the plan's fixed costs. Progress
-/// counts graphs measured.
+/// weights evicted from the caches by other layers, and the plan's fixed costs. The table
+/// then names `calibrated_on` as what it was fitted on. Progress counts graphs measured.
 fn calibrate(
     lut: &mut Lut,
     models: &[(String, Graph)],
+    calibrated_on: &str,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     let (batch, threads) = (lut.batch, lut.threads);
@@ -622,11 +634,7 @@ fn calibrate(
     // reference of the calibration phase. (Scaling each graph by the reference timed beside
     // it added that reference's own noise to every target: the reference network does not
     // slow down exactly as each graph does.)
-    let calibration_median = {
-        let mut r = calibration_references;
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    };
+    let calibration_median = median(calibration_references);
     for (m, _) in pairs.iter_mut() {
         *m *= lut.reference_ms / calibration_median;
     }
@@ -637,7 +645,14 @@ fn calibrate(
         .iter()
         .map(|(m, g)| ((combine(&scales, g) + overhead - m) / m).abs() * 100.0)
         .fold(0.0, f64::max);
+    lut.calibrated_on = calibrated_on.to_string();
     Ok(())
+}
+
+/// The upper median (`v[n / 2]` sorted), as the runtime's measurements take it.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The step kinds that share one fitted scale: what single-step probes miss (weights
