@@ -1392,8 +1392,13 @@ fn latency_validate(
     }
     if let Some(d) = &v.host_drift {
         println!(
-            "  the host ran at {:.2}× the table's reference time (median; {:.2}× to {:.2}×)",
-            d.median_ratio, d.min_ratio, d.max_ratio
+            "  the host ran at {:.2}× the table's reference time (median; {:.2}× to {:.2}×){}",
+            d.median_ratio,
+            d.min_ratio,
+            d.max_ratio,
+            d.linear_median_ratio
+                .map(|r| format!(", {r:.2}× its Linear reference time"))
+                .unwrap_or_default()
         );
     }
     if let Some(f) = run.figure {

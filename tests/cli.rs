@@ -2221,7 +2221,12 @@ fn profile_refuses_bad_calibration_arguments_before_any_timing() {
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for r in rows {
-        for key in ["measured_ms", "reference_ms", "roofline_ms"] {
+        for key in [
+            "measured_ms",
+            "reference_ms",
+            "linear_reference_ms",
+            "roofline_ms",
+        ] {
             let t = r[key].as_f64().unwrap();
             assert!(t.is_finite() && t > 0.0, "{key}: {r}");
         }

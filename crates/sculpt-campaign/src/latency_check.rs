@@ -37,7 +37,12 @@ pub struct ValidationRow {
     /// `sculpt_latency::reference_ms`): the median of one per block, each the mean of the
     /// reference timed before and after it.
     pub reference_ms: f64,
+    /// The same for the Linear reference (LeNet-300-100).
+    pub linear_reference_ms: f64,
     pub lut_ms: Option<f64>,
+    /// The table's prediction at the host's speed shown by the references around the
+    /// plan's blocks (`Lut::predict_at`).
+    pub lut_now_ms: Option<f64>,
     pub roofline_ms: f64,
 }
 
@@ -67,7 +72,13 @@ pub struct Validation {
     /// How the host's speed moved during the validation, against the table's reference.
     pub host_drift: Option<HostDrift>,
     pub roofline: PredictorScore,
-    /// The top-level figures of the lookup table (the roofline's when there is none).
+    /// The top-level figures: the lookup table's against measurements taken at the
+    /// host's speed when the table was profiled, that is `lut_drift_adjusted` (the table
+    /// predicts the host at the typical speed its probes were normalised to, and a
+    /// measurement is brought to that speed by the same reference networks); `lut` for a
+    /// table without references, and the roofline's when there is no table. `headline`
+    /// names which.
+    pub headline: String,
     pub mape: f64,
     pub within_10pct: f64,
     pub rows: Vec<ValidationRow>,
@@ -81,6 +92,10 @@ pub struct HostDrift {
     pub median_ratio: f64,
     pub min_ratio: f64,
     pub max_ratio: f64,
+    /// The Linear reference's table time and its median ratio (absent for tables without
+    /// one).
+    pub table_linear_reference_ms: Option<f64>,
+    pub linear_median_ratio: Option<f64>,
 }
 
 fn score(model: String, pairs: &[(f64, f64)]) -> PredictorScore {
@@ -157,6 +172,8 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             description,
             measured_ms: f64::NAN,
             reference_ms: f64::NAN,
+            linear_reference_ms: f64::NAN,
+            lut_now_ms: None,
             lut_ms: lut.as_ref().map(|l| l.predict_ms(&graph)).transpose()?,
             roofline_ms: roofline.predict_ms(&graph)?,
         });
@@ -168,11 +185,14 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     let (batch, threads) = (run.settings.batch, run.settings.threads);
     let mut blocks = vec![Vec::with_capacity(run.passes); run.plans];
     let mut references = vec![Vec::with_capacity(run.passes); run.plans];
+    let mut linear_references = vec![Vec::with_capacity(run.passes); run.plans];
     for pass in 0..run.passes {
         for (i, graph) in graphs.iter().enumerate() {
-            let before = sculpt_latency::reference_ms(batch, threads)?;
+            let before = sculpt_latency::host_speed(batch, threads)?;
             blocks[i].push(sculpt_latency::measure(graph, &run.settings)?.median_ms);
-            references[i].push(0.5 * (before + sculpt_latency::reference_ms(batch, threads)?));
+            let after = sculpt_latency::host_speed(batch, threads)?;
+            references[i].push(0.5 * (before.conv_ms + after.conv_ms));
+            linear_references[i].push(0.5 * (before.linear_ms + after.linear_ms));
             progress(pass * run.plans + i + 1, run.passes * run.plans);
         }
     }
@@ -188,6 +208,14 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     for (i, row) in rows.iter_mut().enumerate() {
         row.measured_ms = median(&mut blocks[i]);
         row.reference_ms = median(&mut references[i]);
+        row.linear_reference_ms = median(&mut linear_references[i]);
+        if let Some(l) = lut.as_ref().filter(|l| l.reference_ms > 0.0) {
+            let now = sculpt_latency::HostSpeed {
+                conv_ms: row.reference_ms,
+                linear_ms: row.linear_reference_ms,
+            };
+            row.lut_now_ms = Some(l.predict_at(&graphs[i], &now)?);
+        }
     }
     let pairs = |f: &dyn Fn(&ValidationRow) -> Option<f64>| -> Vec<(f64, f64)> {
         rows.iter()
@@ -200,12 +228,16 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         .map(|l| score(l.describe(), &pairs(&|r| r.lut_ms)));
     let table_reference = lut.as_ref().map(|l| l.reference_ms).filter(|r| *r > 0.0);
     let lut_drift_adjusted = match (&lut, table_reference) {
-        (Some(l), Some(r0)) => Some(score(
+        (Some(l), Some(_)) => Some(score(
             format!("{} (adjusted for the host's drift)", l.describe()),
-            &pairs(&|r| r.lut_ms.map(|p| p * r.reference_ms / r0)),
+            &pairs(&|r| r.lut_now_ms),
         )),
         _ => None,
     };
+    let linear_reference = lut
+        .as_ref()
+        .map(|l| l.linear_reference_ms)
+        .filter(|r| *r > 0.0);
     let host_drift = table_reference.map(|r0| {
         let mut ratios: Vec<f64> = rows.iter().map(|r| r.reference_ms / r0).collect();
         ratios.sort_by(f64::total_cmp);
@@ -214,6 +246,12 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             median_ratio: ratios[ratios.len() / 2],
             min_ratio: ratios[0],
             max_ratio: ratios[ratios.len() - 1],
+            table_linear_reference_ms: linear_reference,
+            linear_median_ratio: linear_reference.map(|l0| {
+                let mut r: Vec<f64> = rows.iter().map(|r| r.linear_reference_ms / l0).collect();
+                r.sort_by(f64::total_cmp);
+                r[r.len() / 2]
+            }),
         }
     });
     if let Some(path) = run.figure {
@@ -228,14 +266,14 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
                 pairs(&|r| r.lut_ms),
             ));
         }
-        if let (Some(s), Some(r0)) = (&lut_drift_adjusted, table_reference) {
+        if let Some(s) = &lut_drift_adjusted {
             series.push((
                 format!(
                     "lookup table, adjusted for the host's drift: MAPE {:.1}%, {:.0}% within ±10%",
                     s.mape,
                     s.within_10pct * 100.0
                 ),
-                pairs(&|r| r.lut_ms.map(|p| p * r.reference_ms / r0)),
+                pairs(&|r| r.lut_now_ms),
             ));
         }
         series.push((
@@ -255,7 +293,10 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             &series,
         )?;
     }
-    let headline = lut_score.as_ref().unwrap_or(&roof);
+    let headline = lut_drift_adjusted
+        .as_ref()
+        .or(lut_score.as_ref())
+        .unwrap_or(&roof);
     Ok(Validation {
         model: teacher.spec.name.clone(),
         batch: run.settings.batch,
@@ -263,6 +304,7 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         runs: run.settings.runs,
         passes: run.passes,
         seed: run.seed,
+        headline: headline.model.clone(),
         mape: headline.mape,
         within_10pct: headline.within_10pct,
         lut: lut_score,
@@ -271,4 +313,99 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         roofline: roof,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sculpt_latency::LutEntry;
+
+    /// A synthetic table covering an MLP's steps in every precision a random plan gives.
+    fn table(reference_ms: f64, linear_reference_ms: f64) -> Lut {
+        let mut entries = Vec::new();
+        for precision in ["f32", "int8", "int4"] {
+            for n in [8.0, 64.0, 512.0] {
+                for k in [8.0, 64.0, 512.0] {
+                    entries.push(LutEntry {
+                        kind: "linear".into(),
+                        precision: precision.into(),
+                        positions: 1.0,
+                        n,
+                        k,
+                        ms: 1e-7 * n * k + 1e-4,
+                    });
+                }
+            }
+        }
+        for kind in ["relu", "input_copy"] {
+            for p in [64.0, 4096.0] {
+                entries.push(LutEntry {
+                    kind: kind.into(),
+                    precision: "f32".into(),
+                    positions: p,
+                    n: 1.0,
+                    k: 1.0,
+                    // Next to nothing, so the Linear steps decide every prediction.
+                    ms: 1e-15 * p,
+                });
+            }
+        }
+        let mut lut = Lut::new(1, 1, "test".into(), "scalar".into(), 0.0, 0.0, entries).unwrap();
+        lut.reference_ms = reference_ms;
+        lut.linear_reference_ms = linear_reference_ms;
+        lut
+    }
+
+    #[test]
+    fn validation_brings_linear_steps_to_the_table_speed_by_the_linear_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("mlp");
+        let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        sculpt_nn::io::save(&graph, &model).unwrap();
+        // The convolutional reference is far quicker in the table than on any host (a
+        // microsecond against LeNet-5's tens): were Linear steps scaled by it, the adjusted
+        // predictions would be tens of times the raw ones.
+        let lut_path = dir.path().join("lut.parquet");
+        let linear_reference = sculpt_latency::host_speed(1, 1).unwrap().linear_ms;
+        table(1e-3, linear_reference).save(&lut_path).unwrap();
+        let run = ValidateRun {
+            model: &model,
+            lut: Some(&lut_path),
+            profile: "epyc-zen4-1core",
+            plans: 3,
+            seed: 1,
+            passes: 1,
+            settings: MeasureSettings {
+                batch: 1,
+                threads: 1,
+                warmup: 2,
+                runs: 5,
+            },
+            figure: None,
+        };
+        let v = validate(&run, &mut |_, _| {}).unwrap();
+        let adjusted = v.lut_drift_adjusted.as_ref().unwrap();
+        assert_eq!(v.headline, adjusted.model);
+        assert_eq!(v.within_10pct, adjusted.within_10pct);
+        assert!(
+            v.headline.contains("adjusted for the host's drift"),
+            "{}",
+            v.headline
+        );
+        for r in &v.rows {
+            let (raw, now) = (r.lut_ms.unwrap(), r.lut_now_ms.unwrap());
+            // The Linear reference now against the table's: a shared host moves, but not
+            // by 3×, and not by the convolutional reference's factor.
+            let ratio = now / raw;
+            let expected = r.linear_reference_ms / linear_reference;
+            assert!(
+                (ratio / expected - 1.0).abs() < 0.01,
+                "adjusted/raw {ratio}, Linear reference ratio {expected}: {r:?}"
+            );
+            assert!((0.33..3.0).contains(&ratio), "{ratio}");
+        }
+        let drift = v.host_drift.unwrap();
+        assert_eq!(drift.table_linear_reference_ms, Some(linear_reference));
+        assert!(drift.median_ratio > 10.0, "{drift:?}");
+    }
 }

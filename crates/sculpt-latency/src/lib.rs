@@ -14,7 +14,7 @@ pub mod roofline;
 pub use calibrate::calibrate_host;
 pub use error::{LatencyError, Result};
 pub use lut::{cpu_name, profile, Lut, LutEntry, ProfileSettings};
-pub use measure::{measure, reference_ms, MeasureSettings};
+pub use measure::{host_speed, measure, reference_ms, HostSpeed, MeasureSettings};
 pub use model::{LatencyModel, Measured, Roofline};
 pub use profile::{DeviceProfile, OpsPerSecond};
 pub use roofline::{estimate, Bound, LatencyEstimate, LayerLatency};

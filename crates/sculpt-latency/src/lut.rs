@@ -17,10 +17,12 @@
 //! [`SCALE_GROUPS`], with the scales and the overhead fitted by non-negative least squares
 //! (on relative error) to whole-graph measurements of random plans of the zoo's networks.
 //!
-//! Shared hosts change speed for minutes at a time, so a fixed reference network is timed
-//! every few probes and around every calibration graph, and each time is scaled to the
-//! median of the references seen (stored as the `reference` row): the table predicts the
-//! host at its typical speed.
+//! Shared hosts change speed for minutes at a time, so two fixed reference networks (see
+//! [`HostSpeed`]: LeNet-5 for convolutions and element-wise steps, LeNet-300-100 for Linear
+//! steps) are timed every few probes and around every calibration graph, and each time is
+//! scaled to the median of its reference over the profile (stored as the `reference`
+//! rows): the table predicts the host at its typical speed. [`Lut::predict_at`] predicts
+//! it at the speed its references show now.
 //!
 //! An entry is looked up by multilinear interpolation of time in shape (exact for a cost
 //! affine in each dimension, as a matrix product's is), extrapolated the same way above the
@@ -28,7 +30,8 @@
 //! size and one thread count; it is stored as parquet with the columns
 //! `kind, precision, positions, n, k, ms, batch, threads, host, isa`. Rows of kind
 //! `overhead`, `scale` and `error_pct` hold the fit and its largest relative error on the
-//! calibration graphs, and `reference` the host's reference time.
+//! calibration graphs, and `reference` the host's reference times (precision `linear` for the
+//! Linear one).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -41,7 +44,7 @@ use sculpt_nn::{Graph, GraphSpec, Node, Op, WeightQuant};
 use sculpt_runtime::{Options, Runtime, StepShape};
 
 use crate::error::{LatencyError, Result};
-use crate::measure::{measure, reference_ms, MeasureSettings};
+use crate::measure::{host_speed, measure, HostSpeed, MeasureSettings};
 use crate::model::LatencyModel;
 
 /// One timed step.
@@ -71,8 +74,13 @@ pub struct Lut {
     pub error_pct: f64,
     /// The host's reference time ([`crate::measure::reference_ms`]) that every entry is
     /// normalised to: probes timed while the host ran slower are scaled back to this speed.
-    /// 0 in tables from before it was recorded.
+    /// 0 in tables from before it was recorded. Linear steps have their own reference,
+    /// `linear_reference_ms` (see [`HostSpeed`]).
     pub reference_ms: f64,
+    /// The Linear reference (the zoo's LeNet-300-100) that Linear entries are normalised
+    /// to; 0 in tables from before it was recorded, whose Linear steps follow
+    /// `reference_ms`.
+    pub linear_reference_ms: f64,
     pub entries: Vec<LutEntry>,
     /// What the scales were fitted on: [`CALIBRATED_ON_ZOO`], or the model named to
     /// [`recalibrate`].
@@ -502,12 +510,12 @@ pub fn profile(
     let total = jobs.len() + models.len() * CALIBRATION_PLANS;
     let mut entries = Vec::with_capacity(jobs.len());
     // The host's speed, measured every few probes; each probe is later scaled by the
-    // reference of its moment (see `reference_ms`).
-    let mut references = Vec::new();
+    // reference of its moment and kind (see `HostSpeed`).
+    let mut references: Vec<HostSpeed> = Vec::new();
     let mut reference_of = Vec::with_capacity(jobs.len());
     for (i, (kind, precision, bits, (p, n, k))) in jobs.iter().enumerate() {
         if i % REFERENCE_EVERY == 0 {
-            references.push(reference_ms(settings.batch, settings.threads)?);
+            references.push(host_speed(settings.batch, settings.threads)?);
         }
         reference_of.push(references.len() - 1);
         let graph = probe(kind, *bits, *p, *n, *k)?;
@@ -532,9 +540,17 @@ pub fn profile(
     // Every probe at the host's typical speed: the median of the references taken while
     // profiling. (Its quickest moment, used before, put every prediction below what the
     // host usually measures: on a shared 2-vCPU VM by 5 to 10%.)
-    let typical = median(references.clone());
+    let typical = HostSpeed {
+        conv_ms: median(references.iter().map(|r| r.conv_ms).collect()),
+        linear_ms: median(references.iter().map(|r| r.linear_ms).collect()),
+    };
     for (e, r) in entries.iter_mut().zip(&reference_of) {
-        e.ms *= typical / references[*r];
+        let r = &references[*r];
+        e.ms *= if e.kind == "linear" {
+            typical.linear_ms / r.linear_ms
+        } else {
+            typical.conv_ms / r.conv_ms
+        };
     }
     let isa = sculpt_runtime::Isa::detect().name().to_string();
     let mut lut = Lut::new(
@@ -550,7 +566,8 @@ pub fn profile(
         path: PathBuf::from("<profile>"),
         message,
     })?;
-    lut.reference_ms = typical;
+    lut.reference_ms = typical.conv_ms;
+    lut.linear_reference_ms = typical.linear_ms;
     let probes = jobs.len();
     calibrate(&mut lut, &models, &calibrated_on, &mut |done, _| {
         progress(probes + done, total)
@@ -615,7 +632,7 @@ fn calibrate(
                 sculpt_compress::compress(teacher, &random_plan(teacher, &mut rng), None)?
             };
             // The host's speed beside the measurement.
-            calibration_references.push(reference_ms(batch, threads)?);
+            calibration_references.push(host_speed(batch, threads)?);
             let measured = measure(
                 &graph,
                 &MeasureSettings {
@@ -634,9 +651,22 @@ fn calibrate(
     // reference of the calibration phase. (Scaling each graph by the reference timed beside
     // it added that reference's own noise to every target: the reference network does not
     // slow down exactly as each graph does.)
-    let calibration_median = median(calibration_references);
-    for (m, _) in pairs.iter_mut() {
-        *m *= lut.reference_ms / calibration_median;
+    let calibration_median = HostSpeed {
+        conv_ms: median(calibration_references.iter().map(|r| r.conv_ms).collect()),
+        linear_ms: median(calibration_references.iter().map(|r| r.linear_ms).collect()),
+    };
+    let drift = lut
+        .drift(&calibration_median)
+        .expect("the table has a reference");
+    for (m, groups) in pairs.iter_mut() {
+        // Each graph by its share of Linear steps, which follow their own reference.
+        let total: f64 = groups.iter().sum();
+        let linear = if total > 0.0 {
+            (groups[scale_group("linear", "f32")] + groups[scale_group("linear", "int8")]) / total
+        } else {
+            0.0
+        };
+        *m /= linear * drift[1] + (1.0 - linear) * drift[0];
     }
     let (scales, overhead) = fit(&pairs);
     lut.scales = scales;
@@ -856,11 +886,50 @@ impl Lut {
             overhead_ms,
             error_pct,
             reference_ms: 0.0,
+            linear_reference_ms: 0.0,
             entries,
             calibrated_on: CALIBRATED_ON_ZOO.to_string(),
             path: None,
             grids,
         })
+    }
+
+    /// How much slower than the table's references the host ran at `now`: for
+    /// convolutional and element-wise steps, and for Linear steps (by the convolutional
+    /// reference in tables without a Linear one). `None` for a table without references.
+    pub fn drift(&self, now: &HostSpeed) -> Option<[f64; 2]> {
+        if self.reference_ms.is_nan() || self.reference_ms <= 0.0 {
+            return None;
+        }
+        let conv = now.conv_ms / self.reference_ms;
+        let linear = if self.linear_reference_ms > 0.0 {
+            now.linear_ms / self.linear_reference_ms
+        } else {
+            conv
+        };
+        Some([conv, linear])
+    }
+
+    /// The prediction for the host at the speed `now` (its references timed now) instead
+    /// of its typical speed when profiled: each group scaled by its reference's drift, the
+    /// overhead by the convolutional one. As [`LatencyModel::predict_ms`] for a table
+    /// without references.
+    pub fn predict_at(&self, graph: &Graph, now: &HostSpeed) -> Result<f64> {
+        let groups = self.group_ms(graph)?;
+        let Some([conv, linear]) = self.drift(now) else {
+            return Ok(combine(&self.scales, &groups) + self.overhead_ms);
+        };
+        let mut total = self.overhead_ms * conv;
+        for (g, (scale, ms)) in self.scales.iter().zip(groups).enumerate() {
+            total += scale
+                * ms
+                * if SCALE_GROUPS[g].starts_with("linear") {
+                    linear
+                } else {
+                    conv
+                };
+        }
+        Ok(total)
     }
 
     /// The interpolated time of one step kind at a shape.
@@ -946,6 +1015,7 @@ impl Lut {
             ("overhead", "", self.overhead_ms),
             ("error_pct", "", self.error_pct),
             ("reference", "", self.reference_ms),
+            ("reference", "linear", self.linear_reference_ms),
             ("calibration", self.calibrated_on.as_str(), 0.0),
         ];
         let scales = SCALE_GROUPS
@@ -1058,6 +1128,7 @@ impl Lut {
         let mut error = 0.0;
         let mut scales = [1.0; SCALE_GROUPS.len()];
         let mut reference = 0.0;
+        let mut linear_reference = 0.0;
         let mut calibrated_on = None;
         let mut entries = Vec::new();
         for i in 0..kind.len() {
@@ -1084,6 +1155,7 @@ impl Lut {
                         }
                     }
                 }
+                "reference" if precision[i] == "linear" => linear_reference = ms[i],
                 "reference" => reference = ms[i],
                 "calibration" => calibrated_on = Some(precision[i].clone()),
                 _ => {
@@ -1122,13 +1194,19 @@ impl Lut {
             entries,
         )
         .map_err(bad)?;
-        if !(reference >= 0.0 && reference.is_finite()) {
-            return Err(bad(format!(
-                "column `ms` of the `reference` row is {reference}; it must be 0 or more"
-            )));
+        for (row, v) in [
+            ("reference", reference),
+            ("linear reference", linear_reference),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(bad(format!(
+                    "column `ms` of the `{row}` row is {v}; it must be 0 or more"
+                )));
+            }
         }
         lut.scales = scales;
         lut.reference_ms = reference;
+        lut.linear_reference_ms = linear_reference;
         lut.calibrated_on = calibrated_on.unwrap_or_else(|| CALIBRATED_ON_ZOO.to_string());
         lut.path = Some(path.to_path_buf());
         Ok(lut)
@@ -1279,6 +1357,37 @@ mod tests {
         assert!((back.predict_ms(&g).unwrap() - want).abs() < 1e-12);
         assert_eq!((back.batch, back.threads, back.overhead_ms), (1, 1, 0.002));
         assert_eq!(back.error_pct, 5.0);
+        // Without a Linear reference (older tables), the host's drift scales every step
+        // and the overhead by the convolutional reference.
+        assert_eq!(back.linear_reference_ms, 0.0);
+        let now = HostSpeed {
+            conv_ms: 0.062,
+            linear_ms: 123.0,
+        };
+        assert_eq!(back.drift(&now), Some([2.0, 2.0]));
+        assert!((back.predict_at(&g, &now).unwrap() - 2.0 * want).abs() < 1e-12);
+        // With one, Linear steps follow it and the rest follow the convolutional one.
+        lut.linear_reference_ms = 0.01;
+        lut.save(&path).unwrap();
+        let back = Lut::load(&path).unwrap();
+        assert_eq!(back.linear_reference_ms, 0.01);
+        let now = HostSpeed {
+            conv_ms: 0.031,
+            linear_ms: 0.013,
+        };
+        let [conv, linear] = back.drift(&now).unwrap();
+        assert!((conv - 1.0).abs() < 1e-12 && (linear - 1.3).abs() < 1e-12);
+        let linear_ms = 1.25 * (groups[0] + groups[1]);
+        let want_now = want + 0.3 * linear_ms;
+        assert!((back.predict_at(&g, &now).unwrap() - want_now).abs() < 1e-12);
+        // A table without references predicts the same at any speed.
+        let mut bare = back.clone();
+        bare.reference_ms = 0.0;
+        assert_eq!(bare.drift(&now), None);
+        assert_eq!(
+            bare.predict_at(&g, &now).unwrap(),
+            bare.predict_ms(&g).unwrap()
+        );
     }
 
     #[test]
@@ -1324,6 +1433,10 @@ mod tests {
         assert!(fitted.scales != lut.scales, "nothing was fitted");
         assert!(fitted.error_pct.is_finite());
         assert_eq!((fitted.reference_ms, fitted.batch), (0.05, 1));
+        assert_eq!(
+            fitted.linear_reference_ms, 0.0,
+            "calibration keeps the references"
+        );
         // The name survives the file, and says what the predictions rest on.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mlp.parquet");

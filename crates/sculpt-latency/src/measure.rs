@@ -52,17 +52,41 @@ pub fn measure(graph: &Graph, settings: &MeasureSettings) -> Result<Measurement>
     )?)
 }
 
-/// The host's speed right now: the median time of a fixed reference network (the zoo's
-/// dense LeNet-5, whose convolutions, pooling and Linear layers cover the runtime's main
-/// kernels) at this batch and thread count. Shared machines slow down by 1.3 to 1.6× for
-/// minutes at a time; a table profiled in one such phase and used in another is off by
-/// that factor everywhere. Profiling records this reference alongside its probes, and
-/// `sculpt latency validate` measures it beside every plan, so that drift of the host is
-/// told apart from error of the predictor.
+/// The host's speed right now: the median time of a fixed reference network at this batch
+/// and thread count. Shared machines slow down by 1.3 to 1.6× for minutes at a time; a
+/// table profiled in one such phase and used in another is off by that factor everywhere.
+/// Profiling records the references alongside its probes, and `sculpt latency validate`
+/// measures them beside every plan, so that drift of the host is told apart from error of
+/// the predictor.
+///
+/// Two references, because a co-tenant slows compute and memory traffic by different
+/// factors: the zoo's dense LeNet-5 (convolutions and pooling, compute-bound) stands for
+/// every convolution and element-wise step, and the zoo's dense LeNet-300-100 (matrix-vector
+/// products streaming a megabyte of weights) for Linear steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostSpeed {
+    /// The reference for convolutions, pooling and element-wise steps (LeNet-5).
+    pub conv_ms: f64,
+    /// The reference for Linear steps (LeNet-300-100).
+    pub linear_ms: f64,
+}
+
+/// Times both references (about 40 ms).
+pub fn host_speed(batch: usize, threads: usize) -> Result<HostSpeed> {
+    Ok(HostSpeed {
+        conv_ms: reference_ms(batch, threads)?,
+        linear_ms: time_reference(&linear_reference_graph()?, batch, threads)?,
+    })
+}
+
+/// The convolutional reference alone: the zoo's dense LeNet-5 (see [`HostSpeed`]).
 pub fn reference_ms(batch: usize, threads: usize) -> Result<f64> {
-    let graph = reference_graph()?;
+    time_reference(&reference_graph()?, batch, threads)
+}
+
+fn time_reference(graph: &Graph, batch: usize, threads: usize) -> Result<f64> {
     let mut runtime = Runtime::compile(
-        &graph,
+        graph,
         &Options {
             max_batch: batch,
             threads,
@@ -85,6 +109,15 @@ fn reference_graph() -> Result<Graph> {
     Ok(GRAPH.get_or_init(|| g).clone())
 }
 
+fn linear_reference_graph() -> Result<Graph> {
+    static GRAPH: std::sync::OnceLock<Graph> = std::sync::OnceLock::new();
+    if let Some(g) = GRAPH.get() {
+        return Ok(g.clone());
+    }
+    let g = sculpt_nn::zoo::build("lenet-300-100", &[784], 10, 0x5EED)?;
+    Ok(GRAPH.get_or_init(|| g).clone())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -94,5 +127,12 @@ mod tests {
         assert!(one > 0.0 && one.is_finite(), "{one}");
         // 32 samples cannot take less time than one (a generous relation, not a timing).
         assert!(many > 2.0 * one, "batch 1 {one} ms, batch 32 {many} ms");
+        let speed = super::host_speed(1, 1).unwrap();
+        assert!(
+            speed.linear_ms > 0.0 && speed.linear_ms.is_finite(),
+            "{speed:?}"
+        );
+        // LeNet-300-100 has a tenth of LeNet-5's multiply-adds at batch 1.
+        assert!(speed.linear_ms < speed.conv_ms, "{speed:?}");
     }
 }
