@@ -478,6 +478,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // candle splits element-wise ops on large tensors across a pool of its own threads,
+    // beside rayon's. Training splits each batch into one shard per rayon thread
+    // (sculpt_nn::train), and two shards contending for that pool ran at two thirds of
+    // the speed of shards that do their element-wise work themselves. A zero-worker pool
+    // runs every op on the calling thread. A value the user set is kept.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

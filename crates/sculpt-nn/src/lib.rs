@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod matmul;
 pub mod ops;
 pub mod train;
 pub mod zoo;

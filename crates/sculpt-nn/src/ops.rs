@@ -449,7 +449,7 @@ impl OpDef for Linear {
     }
 
     fn forward(&self, inputs: &[&Tensor], env: &mut OpEnv) -> Result<Tensor> {
-        let y = inputs[0].matmul(&env.param("weight")?.t()?)?;
+        let y = crate::matmul::linear(inputs[0], &env.param("weight")?)?;
         Ok(if self.bias {
             y.broadcast_add(&env.param("bias")?)?
         } else {

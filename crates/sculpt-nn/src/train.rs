@@ -164,7 +164,7 @@ pub struct LossInput<'a> {
 
 /// A training objective. Any `Fn(&logits, &batch) -> loss` is one; objectives that need
 /// intermediate values name the nodes to capture.
-pub trait Objective {
+pub trait Objective: Sync {
     /// Nodes whose values `loss` needs in `LossInput::features`.
     fn captures(&self) -> Vec<String> {
         Vec::new()
@@ -172,7 +172,7 @@ pub trait Objective {
     fn loss(&self, input: &LossInput) -> Result<Tensor>;
 }
 
-impl<F: Fn(&Tensor, &Batch) -> Result<Tensor>> Objective for F {
+impl<F: Fn(&Tensor, &Batch) -> Result<Tensor> + Sync> Objective for F {
     fn loss(&self, input: &LossInput) -> Result<Tensor> {
         self(input.logits, input.batch)
     }
@@ -220,12 +220,22 @@ impl Optimizer {
         })
     }
 
-    fn backward_step(&mut self, loss: &Tensor, rate: f64) -> Result<()> {
+    /// The gradients of `loss` for each variable, in order.
+    fn gradients(&self, loss: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let grads = loss.backward()?;
+        Ok(self
+            .vars
+            .iter()
+            .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+            .collect())
+    }
+
+    /// One step from the gradients of each variable, in order.
+    fn apply(&mut self, grads: &[Option<Tensor>], rate: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(grad) = grads.get(var.as_tensor()) else {
+            let Some(grad) = &grads[i] else {
                 continue;
             };
             let w = var.as_tensor();
@@ -423,7 +433,7 @@ pub fn train(
     data: &Dataset,
     config: &TrainConfig,
     loss_fn: &dyn Objective,
-    weight_view: &dyn Fn(&str, &Tensor) -> Result<Tensor>,
+    weight_view: &WeightView<'_>,
     on_epoch: &mut dyn FnMut(&EpochStats),
     checkpoint: Option<&Checkpointing>,
 ) -> Result<TrainReport> {
@@ -437,6 +447,37 @@ pub fn train(
         checkpoint,
         None,
     )
+}
+
+/// Maps a parameter's name and trainable tensor to the tensor the forward pass uses.
+/// Shards of a batch run on several threads, so it is `Sync`.
+pub type WeightView<'a> = dyn Fn(&str, &Tensor) -> Result<Tensor> + Sync + 'a;
+
+/// On more than one thread, a batch is split into one shard per thread (at most
+/// `MAX_SHARDS`, and none smaller than `MIN_SHARD` samples), each run forward and backward
+/// on its own thread, with the gradients summed in shard order and applied once, as
+/// data-parallel training does. Splitting the small products of these networks across
+/// threads inside one pass gained little; whole passes side by side scale. A seed gives
+/// the same weights for the same thread count; graphs with batch norm are never split
+/// (their statistics are the whole batch's).
+const MAX_SHARDS: usize = 8;
+
+/// The smallest shard.
+const MIN_SHARD: usize = 8;
+
+/// Shards of a batch of `len` samples on `threads` threads.
+fn shard_count(len: usize, threads: usize) -> usize {
+    threads.min(MAX_SHARDS).min(len / MIN_SHARD).max(1)
+}
+
+/// What one shard of a batch gives: its mean loss, its size, its correct predictions, its
+/// gradients (of its loss scaled by its share of the batch) and its buffer updates.
+struct ShardResult {
+    loss: f64,
+    len: usize,
+    correct: u64,
+    grads: Vec<Option<Tensor>>,
+    buffer_updates: Vec<(String, Tensor)>,
 }
 
 /// Decides, after an epoch, whether training goes on: it sees the epoch just finished
@@ -454,7 +495,7 @@ pub fn train_gated(
     data: &Dataset,
     config: &TrainConfig,
     loss_fn: &dyn Objective,
-    weight_view: &dyn Fn(&str, &Tensor) -> Result<Tensor>,
+    weight_view: &WeightView<'_>,
     on_epoch: &mut dyn FnMut(&EpochStats),
     checkpoint: Option<&Checkpointing>,
     mut gate: Option<&mut EpochGate>,
@@ -534,16 +575,20 @@ pub fn train_gated(
         }
         optimizer.step = step;
     }
-    let param = |name: &str| -> Result<Tensor> {
+    let param_in = |buffers: &BTreeMap<String, Tensor>, name: &str| -> Result<Tensor> {
         if let Some(t) = live.get(name) {
             return weight_view(name, t);
         }
         buffers
-            .borrow()
             .get(name)
             .cloned()
             .ok_or_else(|| NnError::Graph(format!("parameter `{name}` is missing")))
     };
+    let sharded = !graph
+        .spec
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, crate::graph::Op::BatchNorm2d { .. }));
     let device = crate::device();
     let captures = loss_fn.captures();
     let started = Instant::now();
@@ -563,39 +608,101 @@ pub fn train_gated(
         )));
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
         for (batch_index, chunk) in order.chunks(config.batch_size).enumerate() {
-            let rows = Tensor::from_slice(chunk, chunk.len(), &device)?;
-            let batch = Batch {
-                x: data.x.index_select(&rows, 0)?,
-                y: data.y.index_select(&rows, 0)?,
-                rows,
+            let seed = stream_seed(config.seed, epoch as u64, batch_index as u64);
+            let shards = if sharded {
+                shard_count(chunk.len(), rayon::current_num_threads())
+            } else {
+                1
             };
-            let mut ctx =
-                ForwardContext::train(stream_seed(config.seed, epoch as u64, batch_index as u64))
-                    .capturing(captures.iter().cloned());
-            let logits = graph.forward_ctx(&batch.x, &param, &mut ctx)?;
-            let features = std::mem::take(&mut ctx.captured);
-            let loss = loss_fn.loss(&LossInput {
-                logits: &logits,
-                batch: &batch,
-                features: &features,
-                param: &param,
-            })?;
-            let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            let size = chunk.len().div_ceil(shards);
+            // The buffers as they were before this step, read by every shard.
+            let frozen = buffers.borrow();
+            let before: &BTreeMap<String, Tensor> = &frozen;
+            let shard = |i: usize, rows: &[u32]| -> Result<ShardResult> {
+                let param = |name: &str| param_in(before, name);
+                let index = Tensor::from_slice(rows, rows.len(), &device)?;
+                let batch = Batch {
+                    x: data.x.index_select(&index, 0)?,
+                    y: data.y.index_select(&index, 0)?,
+                    rows: index,
+                };
+                // The whole batch keeps the step's seed; each shard of a split one has
+                // its own stream.
+                let seed = if shards == 1 {
+                    seed
+                } else {
+                    stream_seed(seed, u64::MAX, i as u64)
+                };
+                let mut ctx = ForwardContext::train(seed).capturing(captures.iter().cloned());
+                let logits = graph.forward_ctx(&batch.x, &param, &mut ctx)?;
+                let features = std::mem::take(&mut ctx.captured);
+                let loss = loss_fn.loss(&LossInput {
+                    logits: &logits,
+                    batch: &batch,
+                    features: &features,
+                    param: &param,
+                })?;
+                let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                let grads = if !value.is_finite() {
+                    Vec::new()
+                } else if shards == 1 {
+                    optimizer.gradients(&loss)?
+                } else {
+                    optimizer.gradients(&(loss * (rows.len() as f64 / chunk.len() as f64))?)?
+                };
+                Ok(ShardResult {
+                    loss: value as f64,
+                    len: rows.len(),
+                    correct: count_correct(&logits, &batch.y)?,
+                    grads,
+                    buffer_updates: ctx.buffer_updates,
+                })
+            };
+            let results: Vec<ShardResult> = if shards == 1 {
+                vec![shard(0, chunk)?]
+            } else {
+                use rayon::prelude::*;
+                chunk
+                    .par_chunks(size)
+                    .enumerate()
+                    .map(|(i, rows)| shard(i, rows))
+                    .collect::<Result<_>>()?
+            };
+            drop(frozen);
+            let value =
+                results.iter().map(|r| r.loss * r.len as f64).sum::<f64>() / chunk.len() as f64;
             if !value.is_finite() {
                 return Err(NnError::NonFiniteLoss {
                     epoch: epoch + 1,
                     step: batch_index + 1,
-                    value,
+                    value: value as f32,
                 });
             }
-            optimizer.backward_step(&loss, config.rate_at(epoch, step, total_steps))?;
+            // The shards' gradients summed in shard order, so the sum does not depend on
+            // which thread finished first.
+            let mut results = results.into_iter();
+            let first = results.next().expect("a batch has a shard");
+            let mut grads = first.grads;
+            let mut updates = first.buffer_updates;
+            let mut correct_now = first.correct;
+            for r in results {
+                for (g, other) in grads.iter_mut().zip(r.grads) {
+                    *g = match (g.take(), other) {
+                        (Some(a), Some(b)) => Some((a + b)?),
+                        (a, b) => a.or(b),
+                    };
+                }
+                updates.extend(r.buffer_updates);
+                correct_now += r.correct;
+            }
+            optimizer.apply(&grads, config.rate_at(epoch, step, total_steps))?;
             let mut b = buffers.borrow_mut();
-            for (name, t) in ctx.buffer_updates {
+            for (name, t) in updates {
                 b.insert(name, t);
             }
             drop(b);
-            loss_sum += value as f64 * chunk.len() as f64;
-            correct += count_correct(&logits, &batch.y)?;
+            loss_sum += value * chunk.len() as f64;
+            correct += correct_now;
             seen += chunk.len();
             step += 1;
         }
@@ -881,6 +988,43 @@ mod tests {
             .to_string();
             assert!(err.contains("other training settings"), "{err}");
         }
+    }
+
+    /// On two threads a batch is trained as two shards whose gradients are summed: the
+    /// same step as the whole batch up to rounding (with SGD, whose step is proportional to
+    /// the gradient, so a mis-scaled sum would show), and the same weights on every run.
+    #[test]
+    fn sharded_batches_train_as_the_whole_batch_and_repeat_exactly() {
+        assert_eq!(shard_count(128, 2), 2);
+        assert_eq!(shard_count(128, 1), 1);
+        assert_eq!(shard_count(12, 2), 1, "no shard under {MIN_SHARD} samples");
+        assert_eq!(shard_count(1024, 64), MAX_SHARDS);
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 64,
+            learning_rate: 0.05,
+            optimizer: OptimizerKind::Sgd { momentum: 0.0 },
+            ..TrainConfig::default()
+        };
+        let on = |threads: usize| -> Vec<f32> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            pool.install(|| weights(&digits_run(&config, dir.path(), false, None)))
+        };
+        let (one, two) = (on(1), on(2));
+        let start =
+            weights(&crate::zoo::init(crate::zoo::mlp_spec("small", &[64], &[32], 10), 5).unwrap());
+        let moved: f32 = one.iter().zip(&start).map(|(a, b)| (a - b).abs()).sum();
+        let apart: f32 = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).sum();
+        assert!(moved > 1.0, "training moved the weights by {moved}");
+        assert!(
+            apart < 1e-4 * moved,
+            "two shards moved the weights {apart} away from one ({moved} in all)"
+        );
+        assert_eq!(on(2), two, "two shards are not deterministic");
     }
 
     #[test]
