@@ -95,19 +95,25 @@ impl candle_core::CustomOp2 for MatMul {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let da = if self.ta {
+        // An operand no variable depends on (a batch of data) needs no gradient: for a
+        // network's first layer that skips a product as large as the forward one.
+        let da = if !a.track_op() {
+            None
+        } else if self.ta {
             // dA = (dC·Bᵀ)ᵀ = B·dCᵀ.
-            product(b, &grad, self.tb, true)?
+            Some(product(b, &grad, self.tb, true)?)
         } else {
-            product(&grad, b, false, !self.tb)?
+            Some(product(&grad, b, false, !self.tb)?)
         };
-        let db = if self.tb {
+        let db = if !b.track_op() {
+            None
+        } else if self.tb {
             // dB = (Aᵀ·dC)ᵀ = dCᵀ·A.
-            product(&grad, a, true, self.ta)?
+            Some(product(&grad, a, true, self.ta)?)
         } else {
-            product(a, &grad, !self.ta, false)?
+            Some(product(a, &grad, !self.ta, false)?)
         };
-        Ok((Some(da), Some(db)))
+        Ok((da, db))
     }
 }
 
@@ -165,6 +171,18 @@ mod tests {
                 );
             }
         }
+        // Data (no variable behind it) gets no gradient; the weight gets the same one.
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let w = Var::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        let ours = super::linear(&x, w.as_tensor()).unwrap();
+        let theirs = x.matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let go = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(go.get(&x).is_none());
+        close(
+            go.get(w.as_tensor()).unwrap(),
+            gt.get(w.as_tensor()).unwrap(),
+        );
         // Inside the pool the product runs on the calling thread, with the same result.
         let x = Tensor::randn(0f32, 1.0, (64, 300), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (100, 300), &dev).unwrap();

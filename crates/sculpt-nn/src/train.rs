@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Dataset;
@@ -220,16 +221,6 @@ impl Optimizer {
         })
     }
 
-    /// The gradients of `loss` for each variable, in order.
-    fn gradients(&self, loss: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let grads = loss.backward()?;
-        Ok(self
-            .vars
-            .iter()
-            .map(|(_, v)| grads.get(v.as_tensor()).cloned())
-            .collect())
-    }
-
     /// One step from the gradients of each variable, in order.
     fn apply(&mut self, grads: &[Option<Tensor>], rate: f64) -> Result<()> {
         self.step += 1;
@@ -342,15 +333,63 @@ impl candle_core::InplaceOp2 for Moment {
             );
         }
         let (b, c) = (self.beta, 1.0 - self.beta);
-        if self.squared {
-            m.iter_mut()
-                .zip(g)
-                .for_each(|(m, g)| *m = b * *m + c * g * g);
-        } else {
-            m.iter_mut().zip(g).for_each(|(m, g)| *m = b * *m + c * g);
-        }
+        let squared = self.squared;
+        par_zip(m, g, |m, g| {
+            if squared {
+                m.iter_mut()
+                    .zip(g)
+                    .for_each(|(m, g)| *m = b * *m + c * g * g);
+            } else {
+                m.iter_mut().zip(g).for_each(|(m, g)| *m = b * *m + c * g);
+            }
+        });
         Ok(())
     }
+}
+
+/// The gradients of `loss` for each of `vars`, in order.
+fn gradients(vars: &[Tensor], loss: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let grads = loss.backward()?;
+    Ok(vars.iter().map(|v| grads.get(v).cloned()).collect())
+}
+
+/// Element-wise passes over parameters split into chunks of this many floats across the
+/// pool (each element is computed alone, so the split changes nothing but the time).
+const PAR_CHUNK: usize = 16 * 1024;
+
+/// `f(dst chunk, src chunk)` over equal chunks of two slices, across the pool.
+fn par_zip(dst: &mut [f32], src: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if dst.len() < 2 * PAR_CHUNK || rayon::current_num_threads() == 1 {
+        f(dst, src);
+        return;
+    }
+    dst.par_chunks_mut(PAR_CHUNK)
+        .zip(src.par_chunks(PAR_CHUNK))
+        .for_each(|(d, s)| f(d, s));
+}
+
+/// The shards' gradients of one variable summed in shard order, one pass across the pool.
+fn sum_in_order(grads: &[Tensor]) -> Result<Tensor> {
+    let first = &grads[0];
+    let parts = grads
+        .iter()
+        .map(|g| Ok(g.contiguous()?.flatten_all()?))
+        .collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = parts.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(s, l)| match &**s {
+            candle_core::Storage::Cpu(c) => Ok(values(c, l, "gradient-sum")?),
+            _ => Err(NnError::Graph("gradients must be on the CPU".into())),
+        })
+        .collect::<Result<Vec<&[f32]>>>()?;
+    let mut out = slices[0].to_vec();
+    for other in &slices[1..] {
+        par_zip(&mut out, other, |o, g| {
+            o.iter_mut().zip(g).for_each(|(o, g)| *o += g);
+        });
+    }
+    Ok(Tensor::from_vec(out, first.shape(), first.device())?)
 }
 
 /// The AdamW step on the weights, in place, from the updated moments:
@@ -384,8 +423,18 @@ impl candle_core::InplaceOp3 for AdamWUpdate {
             candle_core::bail!("adamw-update: weights and moments differ in length");
         }
         let (c1, c2) = (1.0 / self.correction1, 1.0 / self.correction2);
-        for ((w, m), v) in w.iter_mut().zip(m).zip(v) {
-            *w = *w * self.decay - self.rate * (m * c1) / ((v * c2).sqrt() + self.eps);
+        let (rate, decay, eps) = (self.rate, self.decay, self.eps);
+        let update = |w: &mut [f32], m: &[f32], v: &[f32]| {
+            for ((w, m), v) in w.iter_mut().zip(m).zip(v) {
+                *w = *w * decay - rate * (m * c1) / ((v * c2).sqrt() + eps);
+            }
+        };
+        if w.len() < 2 * PAR_CHUNK || rayon::current_num_threads() == 1 {
+            update(w, m, v);
+        } else {
+            w.par_chunks_mut(PAR_CHUNK)
+                .zip(m.par_chunks(PAR_CHUNK).zip(v.par_chunks(PAR_CHUNK)))
+                .for_each(|(w, (m, v))| update(w, m, v));
         }
         Ok(())
     }
@@ -609,12 +658,18 @@ pub fn train_gated(
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
         for (batch_index, chunk) in order.chunks(config.batch_size).enumerate() {
             let seed = stream_seed(config.seed, epoch as u64, batch_index as u64);
+            let threads = rayon::current_num_threads();
             let shards = if sharded {
-                shard_count(chunk.len(), rayon::current_num_threads())
+                shard_count(chunk.len(), threads)
             } else {
                 1
             };
             let size = chunk.len().div_ceil(shards);
+            let tracked: Vec<Tensor> = optimizer
+                .vars
+                .iter()
+                .map(|(_, v)| v.as_tensor().clone())
+                .collect();
             // The buffers as they were before this step, read by every shard.
             let frozen = buffers.borrow();
             let before: &BTreeMap<String, Tensor> = &frozen;
@@ -646,9 +701,12 @@ pub fn train_gated(
                 let grads = if !value.is_finite() {
                     Vec::new()
                 } else if shards == 1 {
-                    optimizer.gradients(&loss)?
+                    gradients(&tracked, &loss)?
                 } else {
-                    optimizer.gradients(&(loss * (rows.len() as f64 / chunk.len() as f64))?)?
+                    gradients(
+                        &tracked,
+                        &(loss * (rows.len() as f64 / chunk.len() as f64))?,
+                    )?
                 };
                 Ok(ShardResult {
                     loss: value as f64,
@@ -658,19 +716,59 @@ pub fn train_gated(
                     buffer_updates: ctx.buffer_updates,
                 })
             };
-            let results: Vec<ShardResult> = if shards == 1 {
-                vec![shard(0, chunk)?]
+            let rate = config.rate_at(epoch, step, total_steps);
+            let vars = optimizer.vars.len();
+            // The whole step: the shards side by side, then their gradients summed and
+            // applied. The step's loss comes back non-finite, and nothing is applied, when
+            // training diverged.
+            let whole_step = |optimizer: &mut Optimizer| -> Result<(f64, u64, Vec<_>)> {
+                let results: Vec<ShardResult> = if shards == 1 {
+                    vec![shard(0, chunk)?]
+                } else {
+                    chunk
+                        .par_chunks(size)
+                        .enumerate()
+                        .map(|(i, rows)| shard(i, rows))
+                        .collect::<Result<_>>()?
+                };
+                let value =
+                    results.iter().map(|r| r.loss * r.len as f64).sum::<f64>() / chunk.len() as f64;
+                if !value.is_finite() {
+                    return Ok((value, 0, Vec::new()));
+                }
+                // The shards' gradients summed in shard order, so the sum does not depend
+                // on which thread finished first.
+                let mut per_var: Vec<Vec<Tensor>> = vec![Vec::new(); vars];
+                let mut updates = Vec::new();
+                let mut correct_now = 0;
+                for r in results {
+                    for (all, g) in per_var.iter_mut().zip(r.grads) {
+                        all.extend(g);
+                    }
+                    updates.extend(r.buffer_updates);
+                    correct_now += r.correct;
+                }
+                let grads = per_var
+                    .into_iter()
+                    .map(|all| match all.len() {
+                        0 => Ok(None),
+                        1 => Ok(all.into_iter().next()),
+                        _ => sum_in_order(&all).map(Some),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                optimizer.apply(&grads, rate)?;
+                Ok((value, correct_now, updates))
+            };
+            // On several threads the step runs on a thread of the pool, so that its
+            // parallel parts start without waking a pool from outside (one hand-over per
+            // step instead of one per parallel op).
+            let (value, correct_now, updates) = if threads > 1 {
+                let optimizer = &mut optimizer;
+                rayon::scope(|_| whole_step(optimizer))?
             } else {
-                use rayon::prelude::*;
-                chunk
-                    .par_chunks(size)
-                    .enumerate()
-                    .map(|(i, rows)| shard(i, rows))
-                    .collect::<Result<_>>()?
+                whole_step(&mut optimizer)?
             };
             drop(frozen);
-            let value =
-                results.iter().map(|r| r.loss * r.len as f64).sum::<f64>() / chunk.len() as f64;
             if !value.is_finite() {
                 return Err(NnError::NonFiniteLoss {
                     epoch: epoch + 1,
@@ -678,24 +776,6 @@ pub fn train_gated(
                     value: value as f32,
                 });
             }
-            // The shards' gradients summed in shard order, so the sum does not depend on
-            // which thread finished first.
-            let mut results = results.into_iter();
-            let first = results.next().expect("a batch has a shard");
-            let mut grads = first.grads;
-            let mut updates = first.buffer_updates;
-            let mut correct_now = first.correct;
-            for r in results {
-                for (g, other) in grads.iter_mut().zip(r.grads) {
-                    *g = match (g.take(), other) {
-                        (Some(a), Some(b)) => Some((a + b)?),
-                        (a, b) => a.or(b),
-                    };
-                }
-                updates.extend(r.buffer_updates);
-                correct_now += r.correct;
-            }
-            optimizer.apply(&grads, config.rate_at(epoch, step, total_steps))?;
             let mut b = buffers.borrow_mut();
             for (name, t) in updates {
                 b.insert(name, t);
