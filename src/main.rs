@@ -1284,8 +1284,8 @@ fn check_out_dir(path: &Path) -> anyhow::Result<()> {
 
 /// The model a table is calibrated on, and its name in the table.
 fn calibration_model(dir: &Path) -> anyhow::Result<(String, sculpt_nn::Graph)> {
-    let graph = sculpt_nn::io::load(dir)
-        .with_context(|| format!("reading the model to calibrate on, {}", dir.display()))?;
+    let graph =
+        sculpt_nn::io::load(dir).context("reading the model to calibrate on (--calibrate-on)")?;
     Ok((format!("{} ({})", graph.spec.name, dir.display()), graph))
 }
 

@@ -2126,6 +2126,15 @@ fn profile_refuses_bad_calibration_arguments_before_any_timing() {
         "reading the model to calibrate on",
     );
     assert!(started.elapsed().as_secs() < 20, "it profiled first");
+    // A file is not a model directory, and the message says so, naming the path once.
+    let file = tmp.path().join("model.toml");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    let o = sculpt(&["profile", "--out", out, "--calibrate-on", file]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("is a file, not a model directory"), "{err}");
+    assert_eq!(err.matches(file).count(), 1, "{err}");
     // So does a table that is not there.
     let model = tmp.path().join("m");
     let o = sculpt(&[

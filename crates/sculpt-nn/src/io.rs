@@ -57,6 +57,17 @@ pub fn load_spec(path: &Path) -> Result<GraphSpec> {
 
 /// Loads a model directory written by `save`.
 pub fn load(dir: &Path) -> Result<Graph> {
+    if dir.is_file() {
+        return Err(NnError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "is a file, not a model directory (a folder with {SPEC_FILE} and {WEIGHTS_FILE})"
+                ),
+            ),
+        ));
+    }
     if !dir.is_dir() {
         return Err(NnError::io(
             dir,
