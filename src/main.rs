@@ -843,10 +843,7 @@ fn bench_table(
     let total: usize = 1;
     let bar = counter(total, "configurations");
     let summary =
-        sculpt_campaign::bench::bench_table(model, data, settings, out, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
+        sculpt_campaign::bench::bench_table(model, data, settings, out, &mut follow(&bar))?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -1253,6 +1250,14 @@ fn counter(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A progress callback `(done, total)` that moves `bar`.
+fn follow(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}
+
 /// Checks, before any work, that a file can be written at `path`: its folder exists, it is
 /// not a folder, and a file can be created beside it (the temporary a save renames).
 fn check_out_dir(path: &Path) -> anyhow::Result<()> {
@@ -1320,10 +1325,7 @@ fn recalibrate(table: &Path, model: &Path, out: &Path) -> anyhow::Result<()> {
     let lut = sculpt_latency::Lut::load(table)?;
     let (name, graph) = calibration_model(model)?;
     let bar = counter(0, "calibrating");
-    let lut = sculpt_latency::lut::recalibrate(&lut, &name, &graph, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let lut = sculpt_latency::lut::recalibrate(&lut, &name, &graph, &mut follow(&bar))?;
     bar.finish_and_clear();
     lut.save(out)?;
     print_table(out, &lut);
@@ -1352,10 +1354,7 @@ fn profile(
     }
     let bar = counter(0, "profiling");
     let calibrate_on = model.as_ref().map(|(name, graph)| (name.as_str(), graph));
-    let lut = sculpt_latency::profile(settings, calibrate_on, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let lut = sculpt_latency::profile(settings, calibrate_on, &mut follow(&bar))?;
     bar.finish_and_clear();
     lut.save(out)?;
     print_table(out, &lut);

@@ -238,9 +238,14 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         .as_ref()
         .map(|l| l.linear_reference_ms)
         .filter(|r| *r > 0.0);
-    let host_drift = table_reference.map(|r0| {
-        let mut ratios: Vec<f64> = rows.iter().map(|r| r.reference_ms / r0).collect();
+    // Each plan's reference against the table's, sorted.
+    let sorted_ratios = |now: fn(&ValidationRow) -> f64, table: f64| -> Vec<f64> {
+        let mut ratios: Vec<f64> = rows.iter().map(|r| now(r) / table).collect();
         ratios.sort_by(f64::total_cmp);
+        ratios
+    };
+    let host_drift = table_reference.map(|r0| {
+        let ratios = sorted_ratios(|r| r.reference_ms, r0);
         HostDrift {
             table_reference_ms: r0,
             median_ratio: ratios[ratios.len() / 2],
@@ -248,9 +253,8 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             max_ratio: ratios[ratios.len() - 1],
             table_linear_reference_ms: linear_reference,
             linear_median_ratio: linear_reference.map(|l0| {
-                let mut r: Vec<f64> = rows.iter().map(|r| r.linear_reference_ms / l0).collect();
-                r.sort_by(f64::total_cmp);
-                r[r.len() / 2]
+                let ratios = sorted_ratios(|r| r.linear_reference_ms, l0);
+                ratios[ratios.len() / 2]
             }),
         }
     });

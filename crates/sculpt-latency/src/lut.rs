@@ -540,10 +540,7 @@ pub fn profile(
     // Every probe at the host's typical speed: the median of the references taken while
     // profiling. (Its quickest moment, used before, put every prediction below what the
     // host usually measures: on a shared 2-vCPU VM by 5 to 10%.)
-    let typical = HostSpeed {
-        conv_ms: median(references.iter().map(|r| r.conv_ms).collect()),
-        linear_ms: median(references.iter().map(|r| r.linear_ms).collect()),
-    };
+    let typical = median_speed(&references);
     for (e, r) in entries.iter_mut().zip(&reference_of) {
         let r = &references[*r];
         e.ms *= if e.kind == "linear" {
@@ -651,10 +648,7 @@ fn calibrate(
     // reference of the calibration phase. (Scaling each graph by the reference timed beside
     // it added that reference's own noise to every target: the reference network does not
     // slow down exactly as each graph does.)
-    let calibration_median = HostSpeed {
-        conv_ms: median(calibration_references.iter().map(|r| r.conv_ms).collect()),
-        linear_ms: median(calibration_references.iter().map(|r| r.linear_ms).collect()),
-    };
+    let calibration_median = median_speed(&calibration_references);
     let drift = lut
         .drift(&calibration_median)
         .expect("the table has a reference");
@@ -680,6 +674,14 @@ fn calibrate(
 }
 
 /// The upper median (`v[n / 2]` sorted), as the runtime's measurements take it.
+/// Each reference's median over a phase of timings.
+fn median_speed(speeds: &[HostSpeed]) -> HostSpeed {
+    HostSpeed {
+        conv_ms: median(speeds.iter().map(|r| r.conv_ms).collect()),
+        linear_ms: median(speeds.iter().map(|r| r.linear_ms).collect()),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -639,6 +639,12 @@ pub fn train_gated(
         .iter()
         .any(|n| matches!(n.op, crate::graph::Op::BatchNorm2d { .. }));
     let device = crate::device();
+    // The trained tensors, whose gradients each shard's backward pass collects.
+    let tracked: Vec<Tensor> = optimizer
+        .vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().clone())
+        .collect();
     let captures = loss_fn.captures();
     let started = Instant::now();
     let mut final_loss = f64::NAN;
@@ -665,11 +671,6 @@ pub fn train_gated(
                 1
             };
             let size = chunk.len().div_ceil(shards);
-            let tracked: Vec<Tensor> = optimizer
-                .vars
-                .iter()
-                .map(|(_, v)| v.as_tensor().clone())
-                .collect();
             // The buffers as they were before this step, read by every shard.
             let frozen = buffers.borrow();
             let before: &BTreeMap<String, Tensor> = &frozen;
