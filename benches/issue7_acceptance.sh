@@ -4,7 +4,10 @@
 #   benches/issue7_acceptance.sh
 # It needs the MNIST teachers (reports/teachers/{lenet300,lenet5}; see issue6_acceptance.sh)
 # and the onnxruntime venv of benches/README-ort.md. Results go to reports/issue7/.
+# STEPS="1 2 3 4" selects the steps below (all by default).
 set -euo pipefail
+STEPS=${STEPS:-"1 2 3 4"}
+step() { [[ " $STEPS " == *" $1 "* ]]; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sculpt-target}
 cargo build --release
 S=$CARGO_TARGET_DIR/release/sculpt
@@ -13,6 +16,7 @@ MNIST=mnist:../shared/data/mnist
 mkdir -p $OUT
 
 # 1. sculpt's runtime against onnxruntime, batch 1, f32 and int8, 1 and 2 threads.
+if step 1; then
 for m in lenet300 lenet5; do
   [ -d reports/ptq8/$m ] || $S compress --model reports/teachers/$m --data $MNIST \
       --plan experiments/plans/ptq-8bit.toml --out reports/ptq8/$m
@@ -21,35 +25,44 @@ benches/.venv/bin/python benches/ort_peer.py \
     --model lenet5=reports/teachers/lenet5 --int8-model lenet5=reports/ptq8/lenet5 \
     --model lenet300=reports/teachers/lenet300 --int8-model lenet300=reports/ptq8/lenet300 \
     --sculpt $S --json-out $OUT/ort-peer.json | tee $OUT/ort-peer.md
+fi
 
 # 2. Real speed-ups of compression in the runtime.
+if step 2; then
 cargo bench --bench runtime | tee $OUT/speedups.md
+fi
 
 # 3. The lookup tables (batch 1 and 64), the host profile, and the predictors validated on
 #    100 random plans of each network at each batch.
-$S profile --out $OUT/lut-b1.parquet --batch 1 --host-profile $OUT/host.toml
-$S profile --out $OUT/lut-b64.parquet --batch 64 --budget-ms 40
-# Each table is validated as profiled (its scales fitted on the zoo's networks) and
-# calibrated anew on the model validated (`profile --from --calibrate-on`, other plans than
-# the validation's).
+if step 3; then
+# PROFILE=0 validates the tables already in $OUT instead of profiling them again.
+if [ "${PROFILE:-1}" != 0 ]; then
+  $S profile --out $OUT/lut-b1.parquet --batch 1 --host-profile $OUT/host.toml
+  $S profile --out $OUT/lut-b64.parquet --batch 64 --budget-ms 40
+fi
+# Each table is validated as profiled (its scales fitted on the zoo's networks), and
+# calibrated anew on the model validated, on its 24 calibration plans (other plans than
+# the validation's), timed in the same passes as the validation's plans (`--calibrate`;
+# the table so calibrated is written to lut-MODEL-bB.parquet).
 for m in lenet300 lenet5; do
   for b in 1 64; do
-    $S profile --from $OUT/lut-b$b.parquet --calibrate-on reports/teachers/$m --out $OUT/lut-$m-b$b.parquet
     runs=400; [ $b = 64 ] && runs=20
     for t in zoo $m; do
-      lut=$OUT/lut-b$b.parquet; [ $t = zoo ] || lut=$OUT/lut-$m-b$b.parquet
-      $S latency validate --model reports/teachers/$m --lut $lut --batch $b \
-          --plans 100 --runs $runs --passes 3 --figure $OUT/validate-$m-b$b-$t.svg --json > $OUT/validate-$m-b$b-$t.json
+      calibrate=""; [ $t = zoo ] || calibrate="--calibrate --calibrated-out $OUT/lut-$m-b$b.parquet"
+      $S latency validate --model reports/teachers/$m --lut $OUT/lut-b$b.parquet $calibrate --batch $b \
+          --plans 100 --runs $runs --passes 7 --figure $OUT/validate-$m-b$b-$t.svg --json > $OUT/validate-$m-b$b-$t.json
       python3 -c "import json,sys; v=json.load(open('$OUT/validate-$m-b$b-$t.json')); a=v['lut_drift_adjusted']; d=v['host_drift']; \
 print('$m batch $b, table calibrated on $t: within ±10%% of the measurement brought to the table speed %.0f%% (mape %.1f%%); of the raw measurement %.0f%% (mape %.1f%%); roofline %.0f%% (mape %.1f%%); host at %.2fx (%.2f-%.2f) of the table reference, %.2fx of its Linear one' % \
 (100*a['within_10pct'], a['mape'], 100*v['lut']['within_10pct'], v['lut']['mape'], 100*v['roofline']['within_10pct'], v['roofline']['mape'], d['median_ratio'], d['min_ratio'], d['max_ratio'], d['linear_median_ratio']))"
     done
   done
 done
+fi
 
 # 4. Screening on the quickstart with a tight budget and the lookup table: how many
 #    fine-tunes it saved, and whether any screened-out candidate would have met the budget
 #    when measured.
+if step 4; then
 BUDGET=${BUDGET:-0.0008}
 sed -e "s|^budget_ms = .*|budget_ms = $BUDGET\nmodel = \"lut\"\nlut = \"../../$OUT/lut-b1.parquet\"|" \
     -e 's|^name = "quickstart"|name = "quickstart-screened"|' \
@@ -83,3 +96,4 @@ for r in screened:
         print(f"  trial {n}: predicted {r['latency_ms']:.4f} ms, measured {m['median_ms']:.4f} ms")
 print(f"screened-out candidates that measured within the budget: {met} of {len(screened)}")
 PY
+fi

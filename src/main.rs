@@ -456,7 +456,7 @@ enum LatencyCommand {
         runs: usize,
         /// Blocks per plan, one per pass over all the plans: a plan's measured time is the
         /// median of its blocks' medians, taken in different phases of a shared host.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         passes: usize,
         /// Seed of the plans drawn (never the calibration's plans).
         #[arg(long, default_value_t = 0)]
@@ -464,6 +464,14 @@ enum LatencyCommand {
         /// Write the predicted-against-measured figure here (SVG).
         #[arg(long)]
         figure: Option<PathBuf>,
+        /// Calibrate the table anew on the model (its 24 calibration plans, as
+        /// `profile --calibrate-on` does), timing those plans in the same passes as the
+        /// validation's, interleaved with them, and validate the table so calibrated.
+        #[arg(long, requires = "lut")]
+        calibrate: bool,
+        /// Write the table calibrated by --calibrate here.
+        #[arg(long, value_name = "LUT", requires = "calibrate")]
+        calibrated_out: Option<PathBuf>,
         /// Print the scores, the settings and every plan's row as JSON.
         #[arg(long)]
         json: bool,
@@ -637,6 +645,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 passes,
                 seed,
                 figure,
+                calibrate,
+                calibrated_out,
                 json,
             } => latency_validate(
                 &sculpt_campaign::latency_check::ValidateRun {
@@ -653,6 +663,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         runs,
                     },
                     figure: figure.as_deref(),
+                    calibrate,
+                    calibrated_out: calibrated_out.as_deref(),
                 },
                 json,
             ),
@@ -1366,11 +1378,12 @@ fn latency_validate(
     json: bool,
 ) -> anyhow::Result<()> {
     // The figure's folder is checked before minutes of measuring, not after.
-    if let Some(figure) = run.figure {
-        check_out_dir(figure)?;
+    for out in [run.figure, run.calibrated_out].into_iter().flatten() {
+        check_out_dir(out)?;
     }
     let bar = counter(run.plans.saturating_mul(run.passes), "plan blocks");
-    let v = sculpt_campaign::latency_check::validate(run, &mut |done, _| {
+    let v = sculpt_campaign::latency_check::validate(run, &mut |done, total| {
+        bar.set_length(total as u64);
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();

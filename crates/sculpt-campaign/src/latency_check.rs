@@ -24,6 +24,11 @@ pub struct ValidateRun<'a> {
     pub settings: MeasureSettings,
     /// Where the predicted-against-measured figure goes.
     pub figure: Option<&'a Path>,
+    /// Calibrate the table anew on the model's calibration plans, timed in the same passes
+    /// as the validation's own plans (interleaved with them), and validate that table; it
+    /// is written to `calibrated_out` when given.
+    pub calibrate: bool,
+    pub calibrated_out: Option<&'a Path>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +69,9 @@ pub struct Validation {
     pub runs: usize,
     pub passes: usize,
     pub seed: u64,
+    /// Whether the table was calibrated anew on the model's calibration plans, timed
+    /// alongside the validation's (`--calibrate`).
+    pub calibrated: bool,
     pub lut: Option<PredictorScore>,
     /// The lookup table with each prediction scaled by the host's speed at the moment of
     /// the plan's measurement (its reference time against the table's): what the table
@@ -132,7 +140,10 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         ));
     }
     let teacher = sculpt_nn::io::load(run.model)?;
-    let lut = run.lut.map(Lut::load).transpose()?;
+    let mut lut = run.lut.map(Lut::load).transpose()?;
+    if run.calibrate && lut.is_none() {
+        return invalid("--calibrate calibrates a table: pass it with --lut".into());
+    }
     if let Some(l) = &lut {
         if l.batch != run.settings.batch || l.threads != run.settings.threads {
             return Err(crate::error::CampaignError::Invalid(format!(
@@ -174,7 +185,7 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             reference_ms: f64::NAN,
             linear_reference_ms: f64::NAN,
             lut_now_ms: None,
-            lut_ms: lut.as_ref().map(|l| l.predict_ms(&graph)).transpose()?,
+            lut_ms: None,
             roofline_ms: roofline.predict_ms(&graph)?,
         });
         graphs.push(graph);
@@ -182,19 +193,63 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
     // Shared hosts change speed for seconds to minutes at a time. A plan timed in one
     // block lands wholly in one phase; its blocks, one per pass over all the plans, land in
     // several, and the median of their medians is the plan's time at the host's usual speed.
+    // With --calibrate, the calibration's plans are timed in the same passes, spread evenly
+    // among the validation's, so that both see the same phases of the host.
+    let calibrated_on = format!(
+        "{} ({}, alongside the validation)",
+        teacher.spec.name,
+        run.model.display()
+    );
+    let mut calibration = match (&lut, run.calibrate) {
+        (Some(l), true) => Some(sculpt_latency::lut::Calibration::new(
+            l,
+            &[(calibrated_on.clone(), teacher.clone())],
+        )?),
+        _ => None,
+    };
+    let extra = calibration.as_ref().map_or(0, |c| c.len());
+    let per_pass = run.plans + extra;
     let (batch, threads) = (run.settings.batch, run.settings.threads);
     let mut blocks = vec![Vec::with_capacity(run.passes); run.plans];
     let mut references = vec![Vec::with_capacity(run.passes); run.plans];
     let mut linear_references = vec![Vec::with_capacity(run.passes); run.plans];
     for pass in 0..run.passes {
-        for (i, graph) in graphs.iter().enumerate() {
+        // Slot `k` of the pass is validation plan `k - j` or calibration plan `j`, the
+        // calibration plans at every `per_pass / extra`-th slot.
+        let mut j = 0;
+        for k in 0..per_pass {
             let before = sculpt_latency::host_speed(batch, threads)?;
-            blocks[i].push(sculpt_latency::measure(graph, &run.settings)?.median_ms);
-            let after = sculpt_latency::host_speed(batch, threads)?;
-            references[i].push(0.5 * (before.conv_ms + after.conv_ms));
-            linear_references[i].push(0.5 * (before.linear_ms + after.linear_ms));
-            progress(pass * run.plans + i + 1, run.passes * run.plans);
+            let i = k - j;
+            let calibrating = j < extra && (i >= run.plans || k * extra >= j * per_pass);
+            if calibrating {
+                let (c, l) = (calibration.as_mut().expect("extra > 0"), lut.as_ref());
+                let block = c.time_block(j)?;
+                let after = sculpt_latency::host_speed(batch, threads)?;
+                c.add_block(
+                    l.expect("--calibrate has a table"),
+                    j,
+                    block,
+                    &before.mean(&after),
+                );
+                j += 1;
+            } else {
+                blocks[i].push(sculpt_latency::measure(&graphs[i], &run.settings)?.median_ms);
+                let after = sculpt_latency::host_speed(batch, threads)?;
+                references[i].push(0.5 * (before.conv_ms + after.conv_ms));
+                linear_references[i].push(0.5 * (before.linear_ms + after.linear_ms));
+            }
+            progress(pass * per_pass + k + 1, run.passes * per_pass);
         }
+    }
+    if let (Some(c), Some(l)) = (&calibration, lut.as_mut()) {
+        c.fit(l, &calibrated_on);
+        l.path = None;
+        if let Some(out) = run.calibrated_out {
+            l.save(out)?;
+        }
+    }
+    for (row, graph) in rows.iter_mut().zip(&graphs) {
+        row.lut_ms = lut.as_ref().map(|l| l.predict_ms(graph)).transpose()?;
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -308,6 +363,7 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
         runs: run.settings.runs,
         passes: run.passes,
         seed: run.seed,
+        calibrated: calibration.is_some(),
         headline: headline.model.clone(),
         mape: headline.mape,
         within_10pct: headline.within_10pct,
@@ -386,8 +442,11 @@ mod tests {
                 runs: 5,
             },
             figure: None,
+            calibrate: false,
+            calibrated_out: None,
         };
         let v = validate(&run, &mut |_, _| {}).unwrap();
+        assert!(!v.calibrated);
         let adjusted = v.lut_drift_adjusted.as_ref().unwrap();
         assert_eq!(v.headline, adjusted.model);
         assert_eq!(v.within_10pct, adjusted.within_10pct);
@@ -411,5 +470,69 @@ mod tests {
         let drift = v.host_drift.unwrap();
         assert_eq!(drift.table_linear_reference_ms, Some(linear_reference));
         assert!(drift.median_ratio > 10.0, "{drift:?}");
+    }
+
+    #[test]
+    fn calibrating_alongside_the_validation_fits_the_table_to_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("mlp");
+        let graph = sculpt_nn::zoo::build("mlp", &[64], 10, 0).unwrap();
+        sculpt_nn::io::save(&graph, &model).unwrap();
+        // Every entry a hundred times too slow for any host: only a calibration on measured
+        // plans brings the predictions near the measurements.
+        let now = sculpt_latency::host_speed(1, 1).unwrap();
+        let mut entries = table(0.0, 0.0).entries;
+        entries.iter_mut().for_each(|e| e.ms *= 100.0);
+        let mut slow = Lut::new(1, 1, "test".into(), "scalar".into(), 0.0, 0.0, entries).unwrap();
+        (slow.reference_ms, slow.linear_reference_ms) = (now.conv_ms, now.linear_ms);
+        let lut_path = dir.path().join("lut.parquet");
+        slow.save(&lut_path).unwrap();
+        let out = dir.path().join("calibrated.parquet");
+        let mut run = ValidateRun {
+            model: &model,
+            lut: Some(&lut_path),
+            profile: "epyc-zen4-1core",
+            plans: 4,
+            seed: 3,
+            passes: 2,
+            settings: MeasureSettings {
+                batch: 1,
+                threads: 1,
+                warmup: 2,
+                runs: 50,
+            },
+            figure: None,
+            calibrate: false,
+            calibrated_out: None,
+        };
+        let before = validate(&run, &mut |_, _| {}).unwrap();
+        assert!(before.mape > 300.0, "{}", before.mape);
+        run.calibrate = true;
+        run.calibrated_out = Some(&out);
+        let mut last = (0, 0);
+        let v = validate(&run, &mut |done, total| last = (done, total)).unwrap();
+        // Every block counted: the validation's 4 plans and the calibration's 24, twice.
+        assert_eq!(last, (2 * 28, 2 * 28));
+        assert!(v.calibrated);
+        let name = &v.lut.as_ref().unwrap().model;
+        assert!(name.contains("alongside the validation"), "{name}");
+        assert!(
+            v.mape < 50.0,
+            "calibrated: {} (before {})",
+            v.mape,
+            before.mape
+        );
+        let written = Lut::load(&out).unwrap();
+        assert!(written.calibrated_on.contains("alongside the validation"));
+        // The Linear steps run in a hundredth of their entries, or less.
+        assert!(
+            written.scales[..2].iter().all(|a| *a < 0.2),
+            "{:?}",
+            written.scales
+        );
+        // A calibration needs a table.
+        run.lut = None;
+        let e = validate(&run, &mut |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("--lut"), "{e}");
     }
 }

@@ -71,6 +71,16 @@ pub struct HostSpeed {
     pub linear_ms: f64,
 }
 
+impl HostSpeed {
+    /// The mean of two readings (the references timed before and after a measurement).
+    pub fn mean(&self, other: &HostSpeed) -> HostSpeed {
+        HostSpeed {
+            conv_ms: 0.5 * (self.conv_ms + other.conv_ms),
+            linear_ms: 0.5 * (self.linear_ms + other.linear_ms),
+        }
+    }
+}
+
 /// Times both references (about 40 ms).
 pub fn host_speed(batch: usize, threads: usize) -> Result<HostSpeed> {
     Ok(HostSpeed {
