@@ -222,21 +222,19 @@ pub fn validate(run: &ValidateRun, progress: &mut dyn FnMut(usize, usize)) -> Re
             let i = k - j;
             let calibrating = j < extra && (i >= run.plans || k * extra >= j * per_pass);
             if calibrating {
-                let (c, l) = (calibration.as_mut().expect("extra > 0"), lut.as_ref());
+                let c = calibration
+                    .as_mut()
+                    .expect("extra > 0 only with a calibration");
                 let block = c.time_block(j)?;
-                let after = sculpt_latency::host_speed(batch, threads)?;
-                c.add_block(
-                    l.expect("--calibrate has a table"),
-                    j,
-                    block,
-                    &before.mean(&after),
-                );
+                let now = before.mean(&sculpt_latency::host_speed(batch, threads)?);
+                let table = lut.as_ref().expect("a calibration has a table");
+                c.add_block(table, j, block, &now);
                 j += 1;
             } else {
                 blocks[i].push(sculpt_latency::measure(&graphs[i], &run.settings)?.median_ms);
-                let after = sculpt_latency::host_speed(batch, threads)?;
-                references[i].push(0.5 * (before.conv_ms + after.conv_ms));
-                linear_references[i].push(0.5 * (before.linear_ms + after.linear_ms));
+                let now = before.mean(&sculpt_latency::host_speed(batch, threads)?);
+                references[i].push(now.conv_ms);
+                linear_references[i].push(now.linear_ms);
             }
             progress(pass * per_pass + k + 1, run.passes * per_pass);
         }
